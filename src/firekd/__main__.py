@@ -1,0 +1,5 @@
+import sys
+
+from firekd.cli import main
+
+sys.exit(main())

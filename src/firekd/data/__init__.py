@@ -1,0 +1,1 @@
+"""Data layer: CSV records, splits, image decoding, paired dataset, synthetic data."""

@@ -1,0 +1,101 @@
+"""The paired dataset and its loaders.
+
+One loader yields (rgb, ir, labels, index) so that teacher and student always see the same samples
+in the same augmented view. Samples come out as integer images; the batch transform (augmentation
++ normalisation) runs in the loader workers, or on the training device when asked.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from firekd.data.images import IRSpec, decode_sample
+from firekd.data.transforms import PairedTransform
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class SampleSource(Protocol):
+    """Gives decoded (rgb, ir) integer arrays for a row of the full records table."""
+
+    def __call__(self, position: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class FileSource:
+    """Decodes image files on every access."""
+
+    def __init__(self, records: pd.DataFrame, size: int, ir_spec: IRSpec) -> None:
+        self.rgb = records["rgb_path"].tolist()
+        self.ir = records["ir_path"].tolist()
+        self.size, self.ir_spec = size, ir_spec
+
+    def __call__(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        return decode_sample(self.rgb[position], self.ir[position], self.size, self.ir_spec)
+
+
+class PairedDataset(Dataset):
+    """Rows ``positions`` of the records table: (rgb u8 (3,S,S), ir (C,S,S), labels (2,), index)."""
+
+    def __init__(self, records: pd.DataFrame, positions: np.ndarray, source: SampleSource) -> None:
+        self.positions = np.asarray(positions)
+        self.labels = torch.as_tensor(
+            records[["fire", "smoke"]].to_numpy()[self.positions], dtype=torch.float32)
+        self.rows = records["row"].to_numpy()[self.positions]
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int) -> Batch:
+        rgb, ir = self.source(int(self.positions[index]))
+        return torch.from_numpy(rgb), torch.from_numpy(ir), self.labels[index], torch.tensor(index)
+
+
+def apply_transform(transform: PairedTransform, batch: Batch, seed: int) -> Batch:
+    """Run the transform with randomness drawn from (seed, sample indices) alone.
+
+    The shuffle order is seeded per epoch, so augmentation is reproducible whatever the number of
+    loader workers, their persistence, or where a resumed run picks up; the caller's RNG is untouched.
+    """
+    rgb, ir, labels, index = batch
+    batch_seed = np.random.SeedSequence([seed, *index.tolist()]).generate_state(1)[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(batch_seed))
+        rgb, ir = transform(rgb, ir)
+    return rgb, ir, labels, index
+
+
+class CollateTransform:
+    """Stacks samples and, unless the transform is deferred to the device, applies it."""
+
+    def __init__(self, transform: PairedTransform | None, seed: int = 0) -> None:
+        self.transform, self.seed = transform, seed
+
+    def __call__(self, samples: list[Batch]) -> Batch:
+        batch = tuple(torch.stack(parts) for parts in zip(*samples, strict=True))
+        return batch if self.transform is None else apply_transform(self.transform, batch, self.seed)
+
+
+def make_loader(dataset: PairedDataset, *, batch_size: int, train: bool,
+                transform: PairedTransform | None, seed: int = 0, num_workers: int = 0,
+                generator: torch.Generator | None = None, pin_memory: bool = False) -> DataLoader:
+    """``transform=None`` leaves batches as integer images (the device applies the transform).
+
+    Reseed ``generator`` at the start of each epoch to make the shuffle order reproducible.
+    """
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train and len(dataset) > batch_size,
+        num_workers=num_workers,
+        collate_fn=CollateTransform(transform, seed),
+        generator=generator,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )

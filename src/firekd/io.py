@@ -1,0 +1,96 @@
+"""Atomic file writing: every artifact goes to a temporary file in the same folder, then is
+renamed over the target, so a crash never leaves a truncated file behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from firekd.errors import FirekdError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` if the block succeeds."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise FirekdError(f"{path.parent}: cannot write here ({exc.strerror})") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (Path, tuple, set)):
+        return str(obj) if isinstance(obj, Path) else list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_open(path) as fh:
+        json.dump(data, fh, indent=2, default=_jsonable, allow_nan=True)
+        fh.write("\n")
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise FirekdError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise FirekdError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def write_csv(path: str | Path, frame) -> None:
+    with atomic_open(path) as fh:
+        frame.to_csv(fh, index=False)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path) as fh:
+        fh.write(text)
+
+
+def save_figure(path: str | Path, fig) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+
+
+def ensure_writable(folder: str | Path, flag: str = "--output") -> Path:
+    """Create ``folder`` if needed and prove it is writable, or fail naming the flag."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test."):
+            pass
+    except OSError as exc:
+        raise FirekdError(f"{folder}: output folder is not writable ({exc.strerror}); "
+                          f"choose another with {flag}") from None
+    return folder

@@ -1,0 +1,80 @@
+"""Data stage: CSV -> validated records -> split -> datasets."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from firekd.config import DataConfig
+from firekd.data.checks import FileReport, check_files
+from firekd.data.csv import read_records
+from firekd.data.dataset import FileSource, PairedDataset, SampleSource
+from firekd.data.images import IRSpec
+from firekd.data.splits import COMBO_NAMES, SPLITS, check_split, label_combination, load_split, make_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataBundle:
+    """Validated records with their split, and how to decode them."""
+
+    config: DataConfig
+    records: pd.DataFrame  # canonical columns + "split_assigned"
+    report: FileReport
+
+    @property
+    def ir_spec(self) -> IRSpec:
+        return self.report.ir
+
+    def positions(self, split: str) -> np.ndarray:
+        return np.nonzero(self.records["split_assigned"].to_numpy() == split)[0]
+
+    def dataset(self, split: str, source: SampleSource | None = None) -> PairedDataset:
+        source = source or FileSource(self.records, self.config.img_size, self.ir_spec)
+        return PairedDataset(self.records, self.positions(split), source)
+
+    def summary(self) -> pd.DataFrame:
+        """Counts per split (rows) and label combination (columns)."""
+        combos = pd.Categorical(
+            np.asarray(COMBO_NAMES)[label_combination(self.records["fire"], self.records["smoke"])],
+            categories=COMBO_NAMES)
+        split = pd.Categorical(self.records["split_assigned"], categories=SPLITS)
+        table = pd.crosstab(split, combos, dropna=False)
+        table["total"] = table.sum(axis=1)
+        table.loc["all"] = table.sum(axis=0)
+        table.index.name, table.columns.name = "split", None
+        return table
+
+    def split_table(self) -> pd.DataFrame:
+        return self.records[["row", "rgb_path", "split_assigned"]].rename(
+            columns={"split_assigned": "split"})
+
+
+def load_data(config: DataConfig) -> DataBundle:
+    """Read, validate and split; every problem ends in a DataError naming the file/row/flag."""
+    records = read_records(config.csv, base_path=config.base_path, columns=config.columns,
+                           require_ir=config.require_ir)
+    records, report = check_files(records, csv_name=str(config.csv), skip_missing=config.skip_missing,
+                                  ir_channels=config.ir_channels, ir_range=config.ir_range)
+    if config.split_file:
+        split = load_split(config.split_file, records)
+    else:
+        split = make_split(records, method=config.split, ratios=config.split_ratios,
+                           seed=config.split_seed, block_size=config.block_size)
+    check_split(split, config.split_ratios)
+    records = records.assign(split_assigned=split.to_numpy())
+    log.info("data: %d samples from %s (IR: %s), split %s", len(records), Path(config.csv).name,
+             describe_ir(report.ir), ", ".join(f"{s} {int((split == s).sum())}" for s in SPLITS))
+    return DataBundle(config, records, report)
+
+
+def describe_ir(spec: IRSpec) -> str:
+    if spec.kind is None:
+        return "none (RGB-only)"
+    extra = f", range {spec.range()}" if spec.kind != "8bit" else ""
+    return f"{spec.kind}, {spec.channels} channel(s){extra}"
