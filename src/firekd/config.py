@@ -26,3 +26,40 @@ class DataConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; the spec's flags with their defaults."""
+
+    data: DataConfig
+    output: str = "output"
+    teachers: tuple[str, ...] = ("resnet152",)
+    variants: tuple[str, ...] = ("kl_bce",)
+    seeds: tuple[int, ...] = (42, 123, 456, 789, 1024)
+    epochs_teacher: int = 50
+    epochs_student: int = 30
+    batch_size: int = 64
+    num_workers: int = 4
+    lr_teacher: float = 1e-4
+    lr_student: float = 1e-3
+    weight_decay: float = 1e-4
+    kd_temperature: float = 4.0
+    patience_teacher: int = 10
+    patience_student: int = 5
+    prune_sparsity: float = 0.4
+    finetune_epochs: int = 10
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    student: str = "firekd_student"
+    teacher_modalities: str = "rgb+ir"
+    pretrained: bool = True
+    teacher_weights: str | None = None
+    pos_weight: str = "none"
+    device: str = "auto"
+    amp: bool = True
+    retrain_teacher: bool = False
+    overwrite: bool = False
+    tensorboard: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)

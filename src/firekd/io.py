@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -52,9 +53,20 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _finite_or_none(obj: Any) -> Any:
+    """NaN/inf become null: strict JSON, and readers see 'undefined' rather than a number."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_open(path) as fh:
-        json.dump(data, fh, indent=2, default=_jsonable, allow_nan=True)
+        json.dump(_finite_or_none(data), fh, indent=2, default=_jsonable, allow_nan=False)
         fh.write("\n")
 
 

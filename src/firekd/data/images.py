@@ -131,7 +131,7 @@ def _read_array(path: str) -> np.ndarray:
 
 
 def _resize_u8(img: Image.Image, size: int) -> np.ndarray:
-    arr = np.asarray(img.resize((size, size), Image.BILINEAR))
+    arr = np.array(img.resize((size, size), Image.BILINEAR))  # writable: torch.from_numpy needs it
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 

@@ -1,0 +1,157 @@
+"""Training commands: train (one teacher x one variant) and ablation (the grid)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from firekd.cli.args import (
+    add_data_args,
+    data_config,
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+)
+from firekd.config import TrainConfig
+from firekd.kd.variants import VARIANTS, check_loss_weights, check_variant, parse_loss_weights
+
+SPEC_TEACHERS = ("resnet152", "efficientnet_b7", "swin_tiny", "vit_b_16")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train one teacher and distil one loss variant over seeds",
+                       description="Train (or reuse) the RGB+IR teacher and distil the RGB-only "
+                       "student with one loss variant, for every seed; writes the spec's output "
+                       "tree and aggregated_results.json.")
+    p.add_argument("--teacher", default="resnet152",
+                   help="teacher architecture (see `firekd models`; default: resnet152)")
+    p.add_argument("--variant", default="kl_bce", type=check_variant_arg,
+                   help=f"loss variant: {', '.join(VARIANTS)} (bce = student alone, the control; "
+                        "default: kl_bce)")
+    add_training_args(p)
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("ablation", help="run the grid: teachers x loss variants x seeds",
+                       description="Run every teacher x loss variant x seed. Each teacher is "
+                       "trained once per seed and reused by every variant (and by later runs with "
+                       "the same data and settings). Prints the comparison table at the end.")
+    p.add_argument("--teachers", nargs="+", default=list(SPEC_TEACHERS),
+                   help=f"teacher architectures (default: {' '.join(SPEC_TEACHERS)})")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), type=check_variant_arg,
+                   help=f"loss variants (default: all: {' '.join(VARIANTS)})")
+    add_training_args(p)
+    p.set_defaults(func=run_ablation_cmd)
+
+
+def check_variant_arg(text: str) -> str:
+    try:
+        return check_variant(text)
+    except Exception as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    add_data_args(p)
+    g = p.add_argument_group("output and seeds")
+    g.add_argument("--output", default="output", help="output folder (default: ./output)")
+    g.add_argument("--seeds", type=int, nargs="+", default=[42, 123, 456, 789, 1024],
+                   help="training seeds, one run each (default: 42 123 456 789 1024)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete this run's earlier results and start over (the shared teacher "
+                        "is kept; see --retrain_teacher)")
+    g.add_argument("--retrain_teacher", action="store_true",
+                   help="train the teacher again even if one with the same settings exists")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs_teacher", type=positive_int, default=50,
+                   help="maximum teacher epochs (default: 50)")
+    g.add_argument("--epochs_student", type=positive_int, default=30,
+                   help="maximum student epochs (default: 30)")
+    g.add_argument("--batch_size", type=positive_int, default=64, help="batch size (default: 64)")
+    g.add_argument("--num_workers", type=non_negative_int, default=4,
+                   help="data loader worker processes, capped at the CPU count (default: 4)")
+    g.add_argument("--lr_teacher", type=positive_float, default=1e-4,
+                   help="teacher peak learning rate (default: 1e-4)")
+    g.add_argument("--lr_student", type=positive_float, default=1e-3,
+                   help="student peak learning rate (default: 1e-3)")
+    g.add_argument("--weight_decay", type=float, default=1e-4,
+                   help="AdamW weight decay (default: 1e-4). Schedule: one-cycle, 10%% warm-up "
+                        "then cosine decay over the maximum epochs")
+    g.add_argument("--patience_teacher", type=positive_int, default=10,
+                   help="teacher early-stopping patience in epochs on validation macro-F1 (default: 10)")
+    g.add_argument("--patience_student", type=positive_int, default=5,
+                   help="student early-stopping patience in epochs (default: 5)")
+    g.add_argument("--pos_weight", choices=("none", "auto"), default="none",
+                   help="BCE positive-class weight: auto = negatives/positives per label on the "
+                        "train split (default: none)")
+    g = p.add_argument_group("distillation")
+    g.add_argument("--kd_temperature", type=positive_float, default=4.0,
+                   help="distillation temperature T of the per-label binary KL (default: 4.0)")
+    g.add_argument("--loss_weights", nargs="+", metavar="TERM=W", default=None,
+                   help="override loss weights, e.g. kl=0.6 bce=0.4 (terms: kl, l2, contrastive, "
+                        "bce; default: the spec's weights per variant)")
+    g.add_argument("--student", default="firekd_student",
+                   help="student: firekd_student (~1.2M params) or any timm model name, e.g. "
+                        "mobilenetv3_small_100 (default: firekd_student)")
+    g = p.add_argument_group("models")
+    g.add_argument("--teacher_modalities", choices=("rgb+ir", "rgb"), default="rgb+ir",
+                   help="teacher input: rgb+ir, or rgb for an RGB-only teacher (also for data "
+                        "without IR) (default: rgb+ir)")
+    g.add_argument("--no_pretrained", action="store_true",
+                   help="initialise teachers randomly instead of from ImageNet weights")
+    g.add_argument("--teacher_weights", default=None, metavar="PATH",
+                   help="local timm-compatible ImageNet weights file for the teacher backbone")
+    g = p.add_argument_group("compression")
+    g.add_argument("--prune_sparsity", type=open_fraction, default=0.4,
+                   help="fraction of the student's parameters removed by pruning, in (0, 1) "
+                        "(default: 0.4)")
+    g.add_argument("--finetune_epochs", type=positive_int, default=10,
+                   help="KD fine-tuning epochs after pruning (default: 10)")
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast and channels_last on CUDA (default: on; no effect on CPU)")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also log every epoch to TensorBoard (in the models folder)")
+
+
+def train_config(args: argparse.Namespace, teachers: list[str], variants: list[str]) -> TrainConfig:
+    from firekd.models import canonical_teacher_name
+
+    weights = parse_loss_weights(args.loss_weights)
+    check_loss_weights(variants, weights)
+    return TrainConfig(
+        data=data_config(args, require_ir=args.teacher_modalities == "rgb+ir"),
+        output=args.output,
+        teachers=tuple(dict.fromkeys(canonical_teacher_name(t) for t in teachers)),
+        variants=tuple(dict.fromkeys(variants)),
+        seeds=tuple(dict.fromkeys(args.seeds)),
+        epochs_teacher=args.epochs_teacher, epochs_student=args.epochs_student,
+        batch_size=args.batch_size, num_workers=args.num_workers,
+        lr_teacher=args.lr_teacher, lr_student=args.lr_student, weight_decay=args.weight_decay,
+        kd_temperature=args.kd_temperature, patience_teacher=args.patience_teacher,
+        patience_student=args.patience_student, prune_sparsity=args.prune_sparsity,
+        finetune_epochs=args.finetune_epochs, loss_weights=weights, student=args.student,
+        teacher_modalities=args.teacher_modalities, pretrained=not args.no_pretrained,
+        teacher_weights=args.teacher_weights, pos_weight=args.pos_weight, device=args.device,
+        amp=args.amp, retrain_teacher=args.retrain_teacher, overwrite=args.overwrite,
+        tensorboard=args.tensorboard,
+    )
+
+
+def _run(cfg: TrainConfig) -> int:
+    from firekd.recipes.ablation import results_table, run_ablation
+
+    t0 = time.perf_counter()
+    results = run_ablation(cfg)
+    print(results_table(results))
+    print(f"\nresults in {cfg.output}/metrics ({time.perf_counter() - t0:.0f}s)")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    return _run(train_config(args, [args.teacher], [args.variant]))
+
+
+def run_ablation_cmd(args: argparse.Namespace) -> int:
+    return _run(train_config(args, args.teachers, args.variants))

@@ -1,0 +1,1 @@
+"""The training engine: one epoch loop for teachers, students and fine-tuning."""

@@ -1,0 +1,1 @@
+"""Knowledge distillation: pure loss terms, the loss variants and the distiller."""

@@ -1,0 +1,53 @@
+"""Loss terms as pure functions of tensors. Weights are applied elsewhere, in one place."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def binary_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    """Per-label Bernoulli KL(teacher || student) at temperature T, mean over labels and batch, x T^2.
+
+    Fire and smoke are independent sigmoid outputs, so each label is its own two-outcome
+    distribution; a softmax across the labels would make them compete. The T^2 factor keeps the
+    gradient scale independent of T (Hinton et al.).
+    """
+    t = teacher_logits.float() / temperature  # (B, L)
+    s = student_logits.float() / temperature
+    p_t = torch.sigmoid(t)
+    # log p = logsigmoid(x), log(1 - p) = logsigmoid(-x): stable for large |x|
+    kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+    return kl.mean() * temperature**2
+
+
+def bce(logits: torch.Tensor, labels: torch.Tensor,
+        pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-label binary cross-entropy on logits (B, L) and 0/1 labels (B, L)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pos_weight)
+
+
+def feature_l2(student_projected: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the projected student embedding and the teacher's (B, D)."""
+    return F.mse_loss(student_projected.float(), teacher_embedding.float())
+
+
+def normalized_distances(embedding: torch.Tensor) -> torch.Tensor:
+    """Pairwise Euclidean distances (B, B) divided by their mean off-diagonal value."""
+    e = embedding.float()
+    d = torch.cdist(e, e)  # (B, B)
+    off = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
+    return d / d[off].mean().clamp_min(1e-8)
+
+
+def relational_distance(student_embedding: torch.Tensor,
+                        teacher_embedding: torch.Tensor) -> torch.Tensor:
+    """The spec's "contrastive" term: MSE between normalised pairwise distance matrices (RKD-D).
+
+    Invariant to a global rescaling of either embedding, and needs no projector since only
+    distances within each space are compared.
+    """
+    if len(student_embedding) < 2:
+        return student_embedding.new_zeros(())
+    return F.mse_loss(normalized_distances(student_embedding), normalized_distances(teacher_embedding))

@@ -1,0 +1,1 @@
+"""Figures and tables. Functions return matplotlib figures / DataFrames; recipes save them."""

@@ -1,0 +1,179 @@
+"""The run-directory writer: the spec's output tree, locks, logs, config and environment.
+
+    output/metrics/{teacher}_{variant}/          config.json, environment.json, split.csv, run.log,
+                                                  aggregated_results.json
+    output/metrics/{teacher}_{variant}/seed_{s}/  teacher_train_log.json, student_train_log.json,
+                                                  final_evaluation.json, predictions_*.csv
+    output/models/{teacher}_{variant}/seed_{s}/   teacher_best.pth, student_best.pth, ...
+    output/graphs/{teacher}_{variant}/seed_{s}/   *.png
+    output/teachers/{teacher}/seed_{s}-{key}/     the shared teacher, trained once per
+                                                  (teacher, seed, data, split, settings)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from firekd.errors import FirekdError
+
+
+class RunLockedError(FirekdError):
+    pass
+
+
+class FileLock:
+    """An advisory ``flock`` lock that records its holder. The kernel drops it when the holder
+    dies, so a lock left by a killed process is never stale."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = None
+
+    def acquire(self, *, blocking: bool) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as exc:
+            fh.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {platform.node()}\n")
+        fh.flush()
+        self._fh = fh
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, *, what: str):
+    """Hold the lock at ``path`` or fail at once, naming the holder."""
+    lock = FileLock(path)
+    if not lock.acquire(blocking=False):
+        raise RunLockedError(f"{what} is in use by {lock.holder()} (lock {path}); wait for it to "
+                             "finish or use another --output")
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def waiting(path: Path, *, on_wait=None):
+    """Hold the lock at ``path``, waiting for the current holder if there is one."""
+    lock = FileLock(path)
+    if not lock.acquire(blocking=False):
+        if on_wait:
+            on_wait(lock.holder())
+        lock.acquire(blocking=True)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+class RunDir:
+    """Paths of one (teacher, variant) run inside ``output``."""
+
+    def __init__(self, output: str | Path, teacher: str, variant: str) -> None:
+        self.output = Path(output)
+        self.name = f"{teacher}_{variant}"
+        self.metrics = self.output / "metrics" / self.name
+        self.models = self.output / "models" / self.name
+        self.graphs = self.output / "graphs" / self.name
+
+    def seed_dirs(self, seed: int) -> tuple[Path, Path, Path]:
+        dirs = tuple(d / f"seed_{seed}" for d in (self.metrics, self.models, self.graphs))
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        return dirs
+
+    def lock(self):
+        return exclusive(self.metrics / ".lock", what=f"run folder {self.metrics}")
+
+    def remove(self) -> None:
+        for d in (self.metrics, self.models, self.graphs):
+            shutil.rmtree(d, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def log_to_file(self):
+        """Append everything logged during the block to run.log."""
+        self.metrics.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.metrics / "run.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setLevel(logging.INFO)
+        logging.getLogger().addHandler(handler)
+        try:
+            yield
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (no extra disk), copying when links are impossible."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def environment() -> dict:
+    """Versions, device and git commit: enough to tell how a result was produced."""
+    import torch
+
+    packages = {}
+    for name in ("firekd", "torch", "torchvision", "timm", "numpy", "scikit-learn", "scipy",
+                 "torchao", "torch-pruning", "onnxruntime"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            packages[name] = metadata.version(name)
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "packages": packages,
+        "git_commit": _git_commit(),
+        "command": " ".join(sys.argv),
+    }
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
