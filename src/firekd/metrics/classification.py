@@ -6,7 +6,10 @@ thresholds chosen on validation (max F1) carry plain names, the same at 0.5 carr
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -37,10 +40,12 @@ def best_thresholds(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
 
 def _safe(fn, *args, **kw) -> float:
     """A metric that is undefined for this input (one class only) is NaN, not an exception."""
-    try:
-        return float(fn(*args, **kw))
-    except ValueError:
-        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        try:
+            return float(fn(*args, **kw))
+        except ValueError:
+            return float("nan")
 
 
 def classification_scores(y_true: np.ndarray, y_score: np.ndarray, *,

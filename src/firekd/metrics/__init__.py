@@ -1,0 +1,1 @@
+"""Metrics: classification, efficiency, statistics."""

@@ -1,0 +1,371 @@
+"""Models: every registered teacher and student at 64 px on CPU, timm-test style."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from firekd.cli import main
+from firekd.errors import ModelError
+from firekd.metrics.efficiency import gflops, parameter_count
+from firekd.models import create_student, create_teacher, list_students, list_teachers
+from firekd.models.registry import resolve_teacher_name, teacher_aliases
+from firekd.models.teachers import SPEC_PARAMS_M
+
+SIZE, BATCH = 64, 2
+TEACHERS = list_teachers()
+STUDENTS = [*list_students(), "mobilenetv3_small_100"]
+CNN_TEACHERS = ("resnet152", "efficientnet_b7")
+
+_CACHE: dict[tuple, nn.Module] = {}
+
+
+def teacher(name: str, **kwargs) -> nn.Module:
+    """Built once per configuration for the whole module: big teachers take seconds to build."""
+    kwargs = {"img_size": SIZE, **kwargs}
+    key = (name, *sorted(kwargs.items()))
+    if key not in _CACHE:
+        torch.manual_seed(0)
+        _CACHE[key] = create_teacher(name, **kwargs)
+    return _CACHE[key]
+
+
+def student(name: str) -> nn.Module:
+    if name not in _CACHE:
+        torch.manual_seed(0)
+        _CACHE[name] = create_student(name)
+    return _CACHE[name]
+
+
+def inputs(ir_channels: int = 1, size: int = SIZE, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(BATCH, 3, size, size, generator=g),
+            torch.randn(BATCH, ir_channels, size, size, generator=g))
+
+
+def relative_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / a.norm())
+
+
+def assert_outputs(model: nn.Module, logits: torch.Tensor, embedding: torch.Tensor) -> None:
+    assert logits.shape == (BATCH, 2)
+    assert embedding.shape == (BATCH, model.embed_dim)
+    assert torch.isfinite(logits).all() and torch.isfinite(embedding).all()
+
+
+def assert_every_parameter_learns(model: nn.Module, logits: torch.Tensor,
+                                  embedding: torch.Tensor) -> None:
+    g = torch.Generator().manual_seed(1)  # random weights: a plain sum can cancel through a norm
+    loss = ((logits * torch.randn(logits.shape, generator=g)).sum()
+            + (embedding * torch.randn(embedding.shape, generator=g)).sum())
+    loss.backward()
+    dead = [name for name, p in model.named_parameters()
+            if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not dead, f"{len(dead)} parameters get no gradient, e.g. {dead[:3]}"
+
+
+def wake_zero_gains(model: nn.Module) -> nn.Module:
+    """timm ResNets zero-init the last BN gain of each residual block (blocks start as identity),
+    which makes the gradient of the block's other weights exactly zero at init. Give those gains
+    a value so the gradient test checks that every weight is wired to the loss."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d) and not m.weight.any():
+                m.weight.fill_(1.0)
+    return model
+
+
+# --- teachers ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_teacher_forward_shapes_and_head(name):
+    model = teacher(name).eval()
+    rgb, ir = inputs()
+    with torch.no_grad():
+        logits, embedding = model(rgb, ir)
+        assert_outputs(model, logits, embedding)
+        features = model.forward_features(rgb, ir)
+        assert torch.allclose(model.forward_head(features, pre_logits=True), embedding)
+        assert torch.allclose(model.forward_head(features), logits, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_teacher_every_parameter_gets_gradient(name):
+    model = wake_zero_gains(copy.deepcopy(teacher(name))).train()
+    logits, embedding = model(*inputs())
+    assert_every_parameter_learns(model, logits, embedding)
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_teacher_output_depends_on_ir(name):
+    model = teacher(name).eval()
+    rgb, ir = inputs()
+    _, other_ir = inputs(seed=1)
+    with torch.no_grad():
+        _, embedding = model(rgb, ir)
+        _, with_other_ir = model(rgb, other_ir)
+    assert relative_change(embedding, with_other_ir) > 1e-3
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_teacher_rgb_only(name):
+    model = teacher(name, modalities="rgb").eval()
+    with torch.no_grad():
+        logits, embedding = model(inputs()[0])
+    assert_outputs(model, logits, embedding)
+    assert all(key.startswith("backbone.") for key in model.state_dict())  # no IR stem, no fusion
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_teacher_three_channel_ir(name):
+    model = teacher(name, ir_channels=3).eval()
+    rgb, ir = inputs(ir_channels=3)
+    with torch.no_grad():
+        assert_outputs(model, *model(rgb, ir))
+    with pytest.raises(ValueError, match="3-channel IR"):
+        model(rgb, ir[:, :1])
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_teacher_needs_ir(name):
+    with pytest.raises(ValueError, match="pass ir"):
+        teacher(name)(inputs()[0])
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_teacher_ir_stream_is_a_stem_not_a_second_backbone(name):
+    fused = parameter_count(teacher(name))
+    rgb_only = parameter_count(teacher(name, modalities="rgb"))
+    assert 0 < fused - rgb_only < 0.1 * rgb_only  # ResNet-50's 1x1 fusion conv: 9%
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_teacher_config_round_trip(name):
+    model = teacher(name)
+    config = json.loads(json.dumps(model.model_config()))
+    assert config["name"] == name
+    rebuilt = create_teacher(**config)
+    assert ({k: v.shape for k, v in rebuilt.state_dict().items()}
+            == {k: v.shape for k, v in model.state_dict().items()})
+
+
+@pytest.mark.parametrize("name", ["swin_tiny", "vit_b_16"])
+@pytest.mark.parametrize("size", [96, 160])
+def test_transformer_teachers_other_sizes(name, size):
+    model = create_teacher(name, img_size=size).eval()
+    rgb, ir = inputs(size=size)
+    with torch.no_grad():
+        assert_outputs(model, *model(rgb, ir))
+
+
+def test_swin_window_rule_at_64px():
+    stages = teacher("swin_tiny").backbone.layers
+    windows = [stage.blocks[0].window_size for stage in stages]
+    assert windows == [(7, 7), (7, 7), (4, 4), (2, 2)]  # stages 16, 8, 4, 2 tokens wide
+    assert not any(stage.blocks[-1].shift_size[0] for stage in stages[2:])
+
+
+def test_inputs_are_renormalised_for_the_backbone():
+    from firekd.data.transforms import normalize
+
+    pixels = torch.rand(1, 3, 4, 4)
+    rgb, ir = normalize(pixels, pixels[:, :1])
+    vit = teacher("vit_b_16")  # timm's ViT-B/16 weights expect mean = std = 0.5
+    assert torch.allclose(vit.rgb_adapter(rgb), (pixels - 0.5) / 0.5, atol=1e-5)
+    assert torch.allclose(vit.ir_adapter(ir), (pixels[:, :1] - 0.5) / 0.5, atol=1e-5)
+    assert isinstance(teacher("resnet18").rgb_adapter, nn.Identity)  # ImageNet statistics
+
+
+@pytest.mark.parametrize("name", CNN_TEACHERS)
+def test_cnn_teacher_parameters_near_spec(name):
+    # a CNN's parameter count does not depend on the image size: the 64 px build will do
+    count = parameter_count(teacher(name)) / 1e6
+    assert abs(count - SPEC_PARAMS_M[name]) <= 0.25 * SPEC_PARAMS_M[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["swin_tiny", "vit_b_16"])
+def test_transformer_teacher_parameters_near_spec(name):
+    count = parameter_count(create_teacher(name, img_size=224)) / 1e6
+    assert abs(count - SPEC_PARAMS_M[name]) <= 0.25 * SPEC_PARAMS_M[name]
+
+
+def test_spec_teachers_are_registered_with_folder_aliases():
+    assert TEACHERS[:4] == ["resnet152", "efficientnet_b7", "swin_tiny", "vit_b_16"]
+    assert {"resnet18", "resnet50"} <= set(TEACHERS)
+    for alias, name in [("resnet-152", "resnet152"), ("efficientnet-b7", "efficientnet_b7"),
+                        ("swin-tiny", "swin_tiny"), ("vit-b-16", "vit_b_16"),
+                        ("ResNet-152", "resnet152")]:
+        assert resolve_teacher_name(alias) == name
+        assert alias.lower() in teacher_aliases(name)
+
+
+def test_alias_builds_the_canonical_teacher():
+    model = create_teacher("resnet-18", img_size=SIZE)
+    assert model.model_config()["name"] == "resnet18"
+
+
+def test_unknown_teacher_lists_known_names():
+    with pytest.raises(ModelError) as info:
+        create_teacher("resnet-153")
+    message = str(info.value)
+    assert "\n" not in message and "resnet-153" in message
+    assert all(name in message for name in TEACHERS) and "swin-tiny" in message
+
+
+@pytest.mark.parametrize("kwargs, match", [({"ir_channels": 2}, "ir_channels"),
+                                           ({"modalities": "ir"}, "modalities"),
+                                           ({"img_size": 100}, "multiple of 32")])
+def test_bad_teacher_arguments(kwargs, match):
+    with pytest.raises(ModelError, match=match):
+        create_teacher("resnet18", **kwargs)
+
+
+# --- pretrained weights -----------------------------------------------------------------------
+
+def test_unavailable_pretrained_weights_fail_clearly(monkeypatch):
+    real = timm.create_model
+
+    def offline(name, pretrained=False, **kwargs):
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'\nmore detail")
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(ModelError) as info:
+        create_teacher("resnet18", pretrained=True)
+    message = str(info.value)
+    assert "\n" not in message and "resnet18" in message and "couldn't connect" in message
+    assert "--no_pretrained" in message and "--teacher_weights PATH" in message
+    with pytest.raises(ModelError, match="pretrained=False"):
+        create_student("mobilenetv3_small_100", pretrained=True)
+
+
+def test_model_without_imagenet_weights_is_no_silent_random_init():
+    # timm has no weights for this architecture: no download is attempted, and no fallback
+    with pytest.raises(ModelError, match="mobilenetv2_035"):
+        create_student("mobilenetv2_035", pretrained=True)
+
+
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory):
+    torch.manual_seed(1)
+    source = timm.create_model("resnet18")  # ImageNet-shaped: 1000 classes
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    return path, source
+
+
+@pytest.mark.parametrize("ir_channels", [1, 3])
+def test_pretrained_file_loads_and_seeds_the_ir_stem(resnet18_file, ir_channels):
+    path, source = resnet18_file
+    model = create_teacher("resnet18", pretrained_file=str(path), ir_channels=ir_channels)
+    assert torch.equal(model.backbone.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
+    rgb_stem = source.conv1.weight  # (64,3,7,7)
+    ir_stem = model.ir_stem[0].weight  # (64,C,7,7)
+    assert ir_stem.shape[1] == ir_channels
+    # gray IR through the IR stem == gray RGB through the RGB stem (same activation scale)
+    assert torch.allclose(ir_stem.sum(dim=1), rgb_stem.sum(dim=1), atol=1e-6)
+    assert torch.allclose(ir_stem[:, 0], rgb_stem.mean(dim=1) * 3 / ir_channels)
+    assert torch.equal(model.ir_stem[1].running_var, source.bn1.running_var)
+
+
+def test_pretrained_file_missing_or_foreign(tmp_path, resnet18_file):
+    with pytest.raises(ModelError, match="not found"):
+        create_teacher("resnet18", pretrained_file=str(tmp_path / "none.pth"))
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"encoder.weight": torch.zeros(3)}, foreign)
+    with pytest.raises(ModelError, match="does not hold resnet18 weights"):
+        create_teacher("resnet18", pretrained_file=str(foreign))
+    with pytest.raises(ModelError, match="does not hold resnet50 weights"):
+        create_teacher("resnet50", pretrained_file=str(resnet18_file[0]))
+
+
+def test_pretrained_file_resizes_vit_position_embedding(tmp_path):
+    source = timm.create_model("vit_base_patch16_224")
+    path = tmp_path / "vit.pth"
+    torch.save(source.state_dict(), path)
+    model = create_teacher("vit_b_16", pretrained_file=str(path), img_size=SIZE)
+    assert model.backbone.pos_embed.shape == (1, 1 + (SIZE // 16) ** 2, 768)
+    assert torch.equal(model.backbone.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+# --- students ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_student_forward_and_gradients(name):
+    model = copy.deepcopy(student(name)).train()
+    logits, embedding = model(inputs()[0])
+    assert_outputs(model, logits, embedding)
+    assert_every_parameter_learns(model, logits, embedding)
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_student_head_and_config_round_trip(name):
+    model = student(name).eval()
+    rgb = inputs()[0]
+    with torch.no_grad():
+        logits, embedding = model(rgb)
+        features = model.forward_features(rgb)
+        assert torch.allclose(model.forward_head(features, pre_logits=True), embedding)
+        assert torch.allclose(model.forward_head(features), logits, atol=1e-6)
+    rebuilt = create_student(**json.loads(json.dumps(model.model_config())))
+    assert ({k: v.shape for k, v in rebuilt.state_dict().items()}
+            == {k: v.shape for k, v in model.state_dict().items()})
+
+
+def test_student_is_light():
+    model = student("firekd_student")
+    assert 1.0e6 <= parameter_count(model) <= 1.4e6
+    assert model.embed_dim == 256
+    assert gflops(model, torch.randn(1, 3, 224, 224)) <= 0.6
+
+
+def test_unknown_student_lists_known_names():
+    with pytest.raises(ModelError, match="firekd_student.*any timm model name"):
+        create_student("no_such_student")
+
+
+# --- efficiency metrics, CLI ------------------------------------------------------------------
+
+def test_parameter_count_and_gflops_of_a_linear_layer():
+    layer = nn.Linear(10, 5)
+    layer.bias.requires_grad_(False)
+    assert parameter_count(layer) == 55
+    assert parameter_count(layer, trainable_only=True) == 50
+    layer.train()
+    assert gflops(layer, torch.randn(1, 10)) == pytest.approx(2 * 10 * 5 / 1e9)
+    assert layer.training  # mode restored
+
+
+class _Attention(nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def test_gflops_counts_fused_attention():
+    heads, tokens, dim = 4, 16, 8
+    q = torch.randn(1, heads, tokens, dim)
+    expected = 2 * (2 * heads * tokens * tokens * dim)  # q @ k^T and attn @ v, 2 per mul-add
+    assert gflops(_Attention(), q, q, q) * 1e9 == pytest.approx(expected)
+
+
+def test_models_command_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["models", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--img_size" in out and "--ir_channels" in out
+
+
+def test_models_command_prints_a_table(capsys):
+    code = main(["models", "--img_size", "64", "--teachers", "resnet-18",
+                 "--students", "firekd_student"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and lines[0].startswith("| kind")
+    assert [line.split("|")[2].strip() for line in lines[2:]] == ["resnet18", "firekd_student"]
