@@ -19,7 +19,8 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def run_subprocess(args: list[str], cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_subprocess(args: list[str], cwd: Path | None = None,
+                   timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "firekd", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout, check=False)
 

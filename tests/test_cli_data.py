@@ -11,10 +11,11 @@ from conftest import write_csv
 
 def test_validate_prints_split_counts(synth_small: Path, capsys, tmp_path: Path):
     split_path = tmp_path / "split.csv"
-    code, out, _ = run_cli(["validate", "--csv", synth_small / "data.csv", "--write_split", split_path], capsys)
+    csv = synth_small / "data.csv"
+    code, out, _ = run_cli(["validate", "--csv", csv, "--write_split", split_path], capsys)
     assert code == 0
     assert "96 valid samples" in out and "train" in out and "none" in out
-    code, out, _ = run_cli(["validate", "--csv", synth_small / "data.csv", "--split_file", split_path], capsys)
+    code, out, _ = run_cli(["validate", "--csv", csv, "--split_file", split_path], capsys)
     assert code == 0
 
 

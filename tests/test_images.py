@@ -84,7 +84,7 @@ def _pair_csv(tmp_path: Path, n: int = 3) -> Path:
 def test_missing_files_are_counted_with_lines(tmp_path: Path):
     csv = _pair_csv(tmp_path)
     (tmp_path / "r1.jpg").unlink()
-    with pytest.raises(DataError, match=r"1 missing rgb_path file\(s\) \(line 3: .*r1.jpg\); .*--skip_missing"):
+    with pytest.raises(DataError, match=r"1 missing rgb_path file\(s\) \(line 3: .*r1.jpg\); .*--skip"):
         check_files(read_records(csv), csv_name="d.csv")
 
 

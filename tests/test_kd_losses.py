@@ -9,9 +9,9 @@ import pytest
 import torch
 from scipy.special import expit, rel_entr
 
+from firekd.errors import ConfigError
 from firekd.kd import losses
 from firekd.kd.variants import VARIANTS, check_loss_weights, parse_loss_weights, variant_weights
-from firekd.errors import ConfigError
 
 
 def _reference_binary_kl(s: np.ndarray, t: np.ndarray, T: float) -> float:

@@ -20,7 +20,7 @@ from firekd.recipes.data import load_data
 def test_deterministic_for_a_seed_and_independent_of_n_and_workers():
     a = list(generate(SynthConfig(n=12, size=32, seed=4)))
     b = list(generate(SynthConfig(n=20, size=32, seed=4), workers=2, chunk=5))[:12]
-    assert all(np.array_equal(x.rgb, y.rgb) and np.array_equal(x.ir, y.ir) for x, y in zip(a, b))
+    assert all(np.array_equal(x.rgb, y.rgb) and np.array_equal(x.ir, y.ir) for x, y in zip(a, b, strict=True))
     c = make_sample(SynthConfig(size=32, seed=5), 0)
     assert not np.array_equal(a[0].rgb, c.rgb)
 

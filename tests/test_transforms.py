@@ -56,7 +56,8 @@ def test_eval_transform_only_scales_and_normalises():
     rgb = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     ir = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
     out_rgb, out_ir = PairedTransform(8, train=False)(rgb, ir)
-    expect = (rgb.float() / 255 - torch.tensor(RGB_MEAN).view(1, 3, 1, 1)) / torch.tensor(RGB_STD).view(1, 3, 1, 1)
+    mean, std = torch.tensor(RGB_MEAN).view(1, 3, 1, 1), torch.tensor(RGB_STD).view(1, 3, 1, 1)
+    expect = (rgb.float() / 255 - mean) / std
     assert torch.allclose(out_rgb, expect)
     assert torch.allclose(out_ir, (ir.float() / 255 - IR_MEAN) / IR_STD)
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from firekd.cli.args import add_data_args, data_config, non_negative_int, positive_int, unit_fraction
+from firekd.cli.args import (
+    add_data_args,
+    data_config,
+    non_negative_int,
+    positive_int,
+    unit_fraction,
+)
 from firekd.data.synthetic import SynthConfig
 
 

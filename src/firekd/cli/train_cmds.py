@@ -116,14 +116,14 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_config(args: argparse.Namespace, teachers: list[str], variants: list[str]) -> TrainConfig:
-    from firekd.models import canonical_teacher_name
+    from firekd.models import resolve_teacher_name
 
     weights = parse_loss_weights(args.loss_weights)
     check_loss_weights(variants, weights)
     return TrainConfig(
         data=data_config(args, require_ir=args.teacher_modalities == "rgb+ir"),
         output=args.output,
-        teachers=tuple(dict.fromkeys(canonical_teacher_name(t) for t in teachers)),
+        teachers=tuple(dict.fromkeys(resolve_teacher_name(t) for t in teachers)),
         variants=tuple(dict.fromkeys(variants)),
         seeds=tuple(dict.fromkeys(args.seeds)),
         epochs_teacher=args.epochs_teacher, epochs_student=args.epochs_student,

@@ -162,10 +162,11 @@ def read_records(
         )
     base = Path(base_path) if base_path is not None else csv_path.resolve().parent
     records = pd.DataFrame({"row": [line_number(i) for i in range(len(table))]})
-    records["rgb_path"] = _resolve_paths(table[mapping["rgb_path"]], mapping["rgb_path"], base, csv_path).to_numpy()
-    if "ir_path" in mapping:
-        records["ir_path"] = _resolve_paths(table[mapping["ir_path"]], mapping["ir_path"], base, csv_path).to_numpy()
-    else:
+    for column in ("rgb_path", "ir_path"):
+        if column in mapping:
+            paths = _resolve_paths(table[mapping[column]], mapping[column], base, csv_path)
+            records[column] = paths.to_numpy()
+    if "ir_path" not in mapping:
         records["ir_path"] = None
     for label in ("fire", "smoke"):
         records[label] = parse_labels(table[mapping[label]], mapping[label], csv_path).to_numpy()

@@ -158,7 +158,8 @@ def decode_ir(path: str, size: int, spec: IRSpec) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(out, spec.channels, axis=0))
 
 
-def decode_sample(rgb_path: str, ir_path: str | None, size: int, spec: IRSpec) -> tuple[np.ndarray, np.ndarray]:
+def decode_sample(rgb_path: str, ir_path: str | None, size: int,
+                  spec: IRSpec) -> tuple[np.ndarray, np.ndarray]:
     """(rgb uint8 (3,S,S), ir (C,S,S)); ir is (0,S,S) for RGB-only data."""
     rgb = decode_rgb(rgb_path, size)
     if ir_path is None or spec.kind is None:

@@ -11,7 +11,8 @@ from firekd.kd import losses
 Terms = dict[str, torch.Tensor]
 
 
-def model_outputs(model: nn.Module, rgb: torch.Tensor, ir: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def model_outputs(model: nn.Module, rgb: torch.Tensor,
+                  ir: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, embedding) of a teacher (RGB+IR or RGB) or of the RGB-only student."""
     if getattr(model, "modalities", "rgb") == "rgb+ir":
         return model(rgb, ir)
@@ -26,7 +27,8 @@ class Supervised(nn.Module):
         self.model = model
         self.register_buffer("pos_weight", pos_weight, persistent=False)
 
-    def forward(self, rgb: torch.Tensor, ir: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, Terms]:
+    def forward(self, rgb: torch.Tensor, ir: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         logits, _ = model_outputs(self.model, rgb, ir)
         return logits, {"bce": losses.bce(logits, labels, self.pos_weight)}
 
@@ -60,7 +62,8 @@ class Distiller(nn.Module):
         self.teacher.eval()  # frozen: never let BatchNorm update its running statistics
         return self
 
-    def forward(self, rgb: torch.Tensor, ir: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, Terms]:
+    def forward(self, rgb: torch.Tensor, ir: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         logits, embedding = model_outputs(self.student, rgb, ir)  # (B, 2), (B, Ds)
         with torch.inference_mode():
             t_logits, t_embedding = model_outputs(self.teacher, rgb, ir)  # (B, 2), (B, Dt)

@@ -84,7 +84,9 @@ class FireKDStudent(nn.Module):
 
 
 @register_student("firekd_student", aliases=("firekd-student", "student"))
-def firekd_student(**kwargs) -> FireKDStudent:
+def firekd_student(pretrained: bool = False, **kwargs) -> FireKDStudent:
+    if pretrained:
+        raise ModelError("firekd_student has no pretrained weights: it is trained from scratch")
     return FireKDStudent(**kwargs)
 
 

@@ -14,7 +14,14 @@ from firekd.data.checks import FileReport, check_files
 from firekd.data.csv import read_records
 from firekd.data.dataset import FileSource, PairedDataset, SampleSource
 from firekd.data.images import IRSpec
-from firekd.data.splits import COMBO_NAMES, SPLITS, check_split, label_combination, load_split, make_split
+from firekd.data.splits import (
+    COMBO_NAMES,
+    SPLITS,
+    check_split,
+    label_combination,
+    load_split,
+    make_split,
+)
 
 log = logging.getLogger(__name__)
 
