@@ -110,5 +110,9 @@ class FileCheckpointer:
     def load_best(self) -> dict:
         return load_payload(self.best_path)["state_dict"]
 
-    def finish(self) -> None:
+    def finish(self, thresholds) -> None:
+        """Record the validation thresholds in the best checkpoint; drop the resume state."""
+        payload = load_payload(self.best_path)
+        payload["meta"]["thresholds"] = [float(t) for t in thresholds]
+        save_payload(self.best_path, payload)
         self.state_path.unlink(missing_ok=True)

@@ -55,6 +55,14 @@ def pos_weight_for(cfg: TrainConfig, bundle: DataBundle) -> torch.Tensor | None:
     return torch.tensor((len(train) - pos) / pos, dtype=torch.float32)
 
 
+def data_meta(bundle: DataBundle) -> dict:
+    """How to feed a checkpoint's model: recorded so `firekd evaluate` can rebuild the inputs."""
+    spec = bundle.ir_spec
+    return {"csv": str(bundle.config.csv), "img_size": bundle.config.img_size,
+            "ir_kind": spec.kind, "ir_channels": spec.channels,
+            "ir_range": list(spec.value_range) if spec.value_range else None}
+
+
 def teacher_settings(cfg: TrainConfig, teacher: str, seed: int, data_fp: str) -> dict:
     """Everything a trained teacher depends on: its reuse key is a hash of this."""
     return {"teacher": teacher, "seed": seed, "data": data_fp,
@@ -112,15 +120,16 @@ def obtain_teacher(cfg: TrainConfig, bundle: DataBundle, name: str, seed: int, r
             train_log, reused = read_json(done), True
             log.info("teacher %s seed %d: reusing %s (trained earlier with the same settings)",
                      name, seed, store)
+            evaluation = evaluate_model(model, loaders.val, loaders.test, rt)
         else:
             if done.exists():
                 log.info("teacher %s seed %d: retraining (--retrain_teacher)", name, seed)
                 for path in store.glob("teacher_*"):
                     path.unlink()
-            model, train_log = _train_teacher(cfg, bundle, name, seed, rt, loaders, settings, store)
+            model, train_log, evaluation = _train_teacher(cfg, bundle, name, seed, rt, loaders,
+                                                          settings, store)
             retrained.add(key)
             reused = False
-    evaluation = evaluate_model(model, loaders.val, loaders.test, rt)
     return StageResult(model, train_log, evaluation, store, reused)
 
 
@@ -131,17 +140,18 @@ def _train_teacher(cfg, bundle, name, seed, rt, loaders, settings, store: Path):
     fit_cfg = FitConfig(stage=f"teacher {name} (seed {seed})", epochs=cfg.epochs_teacher,
                         lr=cfg.lr_teacher, weight_decay=cfg.weight_decay,
                         patience=cfg.patience_teacher, weights={"bce": 1.0}, seed=seed)
-    ckpt = FileCheckpointer(store, "teacher", model, "teacher", meta={"settings": settings})
+    ckpt = FileCheckpointer(store, "teacher", model, "teacher",
+                            meta={"settings": settings, "data": data_meta(bundle)})
     result = fit(task, model, loaders.train, loaders.val, fit_cfg, rt, ckpt, loaders.generator,
                  on_epoch=_tensorboard(cfg, store, "teacher"))
+    inputs = "RGB+IR" if cfg.teacher_modalities == "rgb+ir" else "RGB"
+    save_figure(store / "teacher_training_curves.png",
+                training_curves(result.history, f"Teacher {name} ({inputs}) - seed {seed}"))
+    evaluation = evaluate_model(model, loaders.val, loaders.test, rt)
+    ckpt.finish(evaluation.thresholds)
     train_log = _train_log(result, settings)
     write_json(store / "teacher_train_log.json", train_log)  # the completion marker, written last
-    save_figure(store / "teacher_training_curves.png",
-                training_curves(result.history, f"Teacher {name} (RGB+IR) - seed {seed}"
-                                if cfg.teacher_modalities == "rgb+ir" else
-                                f"Teacher {name} (RGB) - seed {seed}"))
-    ckpt.finish()
-    return model, train_log
+    return model, train_log, evaluation
 
 
 def student_settings(cfg: TrainConfig, variant: str, seed: int, data_fp: str,
@@ -174,13 +184,14 @@ def train_student(cfg: TrainConfig, bundle: DataBundle, variant: str, teacher: n
                         lr=cfg.lr_student, weight_decay=cfg.weight_decay,
                         patience=cfg.patience_student,
                         weights=variant_weights(variant, cfg.loss_weights), seed=seed)
-    ckpt = FileCheckpointer(models_dir, "student", student, "student", meta={"settings": settings})
+    ckpt = FileCheckpointer(models_dir, "student", student, "student",
+                            meta={"settings": settings, "data": data_meta(bundle)})
     result = fit(task, student, loaders.train, loaders.val, fit_cfg, rt, ckpt, loaders.generator,
                  on_epoch=_tensorboard(cfg, models_dir, "student"))
     save_figure(graphs_dir / "student_training_curves.png",
                 training_curves(result.history, f"Student ({variant}) - seed {seed}"))
     evaluation = evaluate_model(student, loaders.val, loaders.test, rt)
-    ckpt.finish()
+    ckpt.finish(evaluation.thresholds)
     return StageResult(student, _train_log(result, settings), evaluation, models_dir,
                        extra={"task": task})
 
