@@ -16,8 +16,9 @@ COMMAND_MODULES = ("firekd.cli.data_cmds", "firekd.cli.models_cmd", "firekd.cli.
 def setup_logging(verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
+    handler.firekd = True
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "firekd", False)] + [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("matplotlib", "PIL", "numba", "timm", "urllib3", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -59,3 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"firekd {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def spec_script(teacher: str, variant: str, argv: list[str] | None = None) -> int:
+    """Entry of the spec's `scripts/<teacher>/train_kd_<variant>.py`: `firekd train` with the
+    teacher and variant fixed by the script's location, every spec flag passed through."""
+    args = sys.argv[1:] if argv is None else argv
+    return main(["train", "--teacher", teacher, "--variant", variant, *args])

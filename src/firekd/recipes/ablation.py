@@ -31,11 +31,14 @@ from firekd.rundir import RunDir, environment
 log = logging.getLogger(__name__)
 RUN_KEYS_IGNORED = ("seeds", "teachers", "variants", "num_workers", "device", "overwrite",
                     "retrain_teacher", "tensorboard", "output")
+TEACHER_KEYS = ("epochs_teacher", "lr_teacher", "patience_teacher", "teacher_modalities", "pretrained",
+                "teacher_weights", "kd_temperature")  # irrelevant to the student-alone control
 
 
 def run_settings(cfg: TrainConfig, teacher: str, variant: str) -> dict:
     """The settings a run folder's results depend on (seeds may be added later)."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in RUN_KEYS_IGNORED}
+    ignored = RUN_KEYS_IGNORED + (() if uses_teacher(variant) else TEACHER_KEYS)
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ignored}
     return {**settings, "teacher": teacher, "variant": variant}
 
 

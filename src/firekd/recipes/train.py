@@ -180,6 +180,10 @@ def train_student(cfg: TrainConfig, bundle: DataBundle, variant: str, teacher: n
     torch.manual_seed(seed)
     student = rt.prepare_model(create_student(cfg.student, pretrained=False))
     task = make_task(cfg, bundle, student, variant, teacher).to(rt.device)
+    params = trained_params(task)
+    if params["projector"]:
+        log.info("student %s seed %d: L2 projector %d params (trained with the student, not deployed)",
+                 variant, seed, params["projector"])
     fit_cfg = FitConfig(stage=f"student {variant} (seed {seed})", epochs=cfg.epochs_student,
                         lr=cfg.lr_student, weight_decay=cfg.weight_decay,
                         patience=cfg.patience_student,
@@ -192,8 +196,16 @@ def train_student(cfg: TrainConfig, bundle: DataBundle, variant: str, teacher: n
                 training_curves(result.history, f"Student ({variant}) - seed {seed}"))
     evaluation = evaluate_model(student, loaders.val, loaders.test, rt)
     ckpt.finish(evaluation.thresholds)
-    return StageResult(student, _train_log(result, settings), evaluation, models_dir,
-                       extra={"task": task})
+    train_log = {**_train_log(result, settings), "params": trained_params(task)}
+    return StageResult(student, train_log, evaluation, models_dir, extra={"task": task})
+
+
+def trained_params(task: nn.Module) -> dict[str, int]:
+    """Parameters trained in a stage: the student, and the L2 projector that is trained with it
+    but not deployed (it never enters student_best.pth)."""
+    count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
+    student = getattr(task, "student", getattr(task, "model", None))
+    return {"student": count(student), "projector": count(getattr(task, "projector", None))}
 
 
 def write_teacher_outputs(teacher: StageResult, dirs: tuple[Path, Path, Path]) -> None:

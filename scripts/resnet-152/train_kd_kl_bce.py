@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""ResNet-152 teacher (RGB+IR), student distilled with Baseline: KL + BCE (0.7, 0.3).
+
+The spec's command; same as `firekd train --teacher resnet152 --variant kl_bce`. Every flag of the
+spec is accepted with its default; see --help.
+"""
+
+import sys
+
+from firekd.cli import spec_script
+
+if __name__ == "__main__":
+    sys.exit(spec_script("resnet152", "kl_bce"))
