@@ -22,7 +22,7 @@ class IndexImages:
     """Sample i is a constant image of value i in RGB and IR: the pixels say which sample it is."""
 
     def __call__(self, position: int):
-        return (np.full((3, SIZE, SIZE), position, np.uint8), np.full((1, SIZE, SIZE), position, np.uint8))
+        return np.full((3, SIZE, SIZE), position, np.uint8), np.full((1, SIZE, SIZE), position, np.uint8)
 
 
 class Recorder(torch.nn.Module):
@@ -39,10 +39,10 @@ class Recorder(torch.nn.Module):
 
 
 def _loader(n: int = 48, jitter: bool = True):
-    records = pd.DataFrame({"row": np.arange(n) + 2, "fire": np.arange(n) % 2, "smoke": (np.arange(n) // 2) % 2,
-                            "rgb_path": "", "ir_path": ""})
+    records = pd.DataFrame({"row": np.arange(n) + 2, "fire": np.arange(n) % 2,
+                            "smoke": (np.arange(n) // 2) % 2, "rgb_path": "", "ir_path": ""})
     dataset = PairedDataset(records, np.arange(n), IndexImages())
-    tf = PairedTransform(SIZE, train=True, rgb_jitter=0.3 if jitter else 0.0, ir_jitter=0.1 if jitter else 0.0)
+    tf = PairedTransform(SIZE, train=True, rgb_jitter=0.3 * jitter, ir_jitter=0.1 * jitter)
     return make_loader(dataset, batch_size=16, train=True, transform=tf, seed=0,
                        generator=torch.Generator().manual_seed(0))
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""ResNet-152 teacher (RGB+IR), student distilled with Variant 2: KL + Contrastive + L2 + BCE (0.4, 0.2, 0.2, 0.2).
+"""ResNet-152 teacher (RGB+IR), student distilled with
+Variant 2: KL + Contrastive + L2 + BCE (0.4, 0.2, 0.2, 0.2).
 
-The spec's command; same as `firekd train --teacher resnet152 --variant kl_contrastive_l2_bce`. Every flag of the
+The spec's command; same as
+`firekd train --teacher resnet152 --variant kl_contrastive_l2_bce`. Every flag of the
 spec is accepted with its default; see --help.
 """
 
