@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# decoded caches of test runs go to a throw-away folder, never to the user's ~/.cache
+os.environ["FIREKD_CACHE_DIR"] = tempfile.mkdtemp(prefix="firekd-test-cache-")
 
 
 def shared_data(*parts: str) -> Path:

@@ -23,6 +23,8 @@ class DataConfig:
     ir_channels: str = "auto"
     ir_range: tuple[float, float] | None = None
     require_ir: bool = True
+    cache: bool = True
+    cache_dir: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -98,6 +98,12 @@ def add_data_args(p: argparse.ArgumentParser, *, csv_required: bool = True) -> N
     g.add_argument("--ir_range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="for 16-bit or radiometric (float, deg C) IR: the value range mapped to "
                         "[0, 1], clipped (default: 0 65535 for 16-bit, -20 600 for radiometric)")
+    g.add_argument("--no_cache", action="store_true",
+                   help="decode image files on every access instead of using the decoded cache "
+                        "(the cache is built once, when it fits the disk, and reused)")
+    g.add_argument("--cache_dir", default=None,
+                   help="where decoded caches live (default: $FIREKD_CACHE_DIR or "
+                        "~/.cache/firekd); safe to delete")
     s = p.add_argument_group("split")
     s.add_argument("--split", choices=METHODS, default="auto",
                    help="stratified: on label combinations (group-aware when a group column "
@@ -134,4 +140,6 @@ def data_config(args: argparse.Namespace, *, require_ir: bool = True) -> DataCon
         ir_channels=args.ir_channels,
         ir_range=tuple(args.ir_range) if args.ir_range else None,
         require_ir=require_ir,
+        cache=not args.no_cache,
+        cache_dir=args.cache_dir,
     )

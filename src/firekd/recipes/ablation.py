@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 
 import torch
@@ -17,7 +18,7 @@ from firekd.io import ensure_writable, read_json, write_csv, write_json
 from firekd.kd.variants import uses_teacher
 from firekd.metrics.stats import aggregate_runs
 from firekd.recipes.common import data_fingerprint, make_runtime, stable_hash
-from firekd.recipes.data import DataBundle, load_data
+from firekd.recipes.data import DataBundle, load_data, open_cache
 from firekd.recipes.train import (
     obtain_teacher,
     student_settings,
@@ -77,6 +78,7 @@ def run_ablation(cfg: TrainConfig) -> dict[str, dict]:
     """Run the grid; returns {run name: aggregated results}."""
     ensure_writable(cfg.output)
     bundle = load_data(cfg.data)
+    bundle.source = open_cache(bundle, workers=max(1, min(cfg.num_workers, os.cpu_count() or 1)))
     data_fp = data_fingerprint(bundle)
     runs = {(t, v): RunDir(cfg.output, t, v) for t in cfg.teachers for v in cfg.variants}
     results: dict[str, dict] = {}

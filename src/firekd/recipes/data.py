@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from firekd.config import DataConfig
+from firekd.data.cache import DecodedCache, build, cache_bytes, cache_key, verify
 from firekd.data.checks import FileReport, check_files
 from firekd.data.csv import read_records
 from firekd.data.dataset import FileSource, PairedDataset, SampleSource
@@ -22,17 +26,20 @@ from firekd.data.splits import (
     load_split,
     make_split,
 )
+from firekd.io import ensure_writable
+from firekd.rundir import waiting
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class DataBundle:
-    """Validated records with their split, and how to decode them."""
+    """Validated records with their split, and where decoded samples come from."""
 
     config: DataConfig
     records: pd.DataFrame  # canonical columns + "split_assigned"
     report: FileReport
+    source: SampleSource | None = None  # the decoded cache once opened, else the files
 
     @property
     def ir_spec(self) -> IRSpec:
@@ -41,8 +48,8 @@ class DataBundle:
     def positions(self, split: str) -> np.ndarray:
         return np.nonzero(self.records["split_assigned"].to_numpy() == split)[0]
 
-    def dataset(self, split: str, source: SampleSource | None = None) -> PairedDataset:
-        source = source or FileSource(self.records, self.config.img_size, self.ir_spec)
+    def dataset(self, split: str) -> PairedDataset:
+        source = self.source or FileSource(self.records, self.config.img_size, self.ir_spec)
         return PairedDataset(self.records, self.positions(split), source)
 
     def summary(self) -> pd.DataFrame:
@@ -78,6 +85,42 @@ def load_data(config: DataConfig) -> DataBundle:
     log.info("data: %d samples from %s (IR: %s), split %s", len(records), Path(config.csv).name,
              describe_ir(report.ir), ", ".join(f"{s} {int((split == s).sum())}" for s in SPLITS))
     return DataBundle(config, records, report)
+
+
+def cache_root(config: DataConfig) -> Path:
+    root = config.cache_dir or os.environ.get("FIREKD_CACHE_DIR")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "firekd"
+
+
+def open_cache(bundle: DataBundle, *, workers: int = 1) -> DecodedCache | None:
+    """Open (building if needed) the decoded cache of ``bundle``; None when it is turned off or
+    would not fit the disk (then samples are decoded from the files on every access)."""
+    cfg, spec = bundle.config, bundle.ir_spec
+    if not cfg.cache:
+        return None
+    root = ensure_writable(cache_root(cfg), "--cache_dir")
+    key = cache_key(bundle.records, cfg.img_size, spec)
+    folder = root / key
+    on_wait = lambda who: log.info("cache: waiting for %s, which is building it", who)  # noqa: E731
+    with waiting(root / f"{key}.lock", on_wait=on_wait):
+        if folder.exists():
+            if verify(folder):
+                log.info("cache: using %s", folder)
+                return DecodedCache(folder)
+            log.warning("cache: %s is damaged or incomplete; rebuilding it", folder)
+        need = cache_bytes(len(bundle.records), cfg.img_size, spec)
+        free = shutil.disk_usage(root).free
+        if need > 0.8 * free:
+            log.warning("cache: needs %.1f GB but %s has %.1f GB free; decoding images on the fly",
+                        need / 1e9, root, free / 1e9)
+            return None
+        with tqdm(total=len(bundle.records), desc="cache", unit="pair", leave=False, disable=None) as bar:
+            build(folder, bundle.records, cfg.img_size, spec, workers=workers, progress=bar.update)
+        log.info("cache: built %s (%.1f MB)", folder, need / 1e6)
+    return DecodedCache(folder)
 
 
 def describe_ir(spec: IRSpec) -> str:

@@ -1,0 +1,141 @@
+"""A decoded-image cache: every image decoded and resized once into memory-mapped arrays.
+
+Layout of one cache (a folder named by its key):
+    rgb.bin   uint8 (N, 3, S, S)            ir.bin  uint8|uint16 (N, C, S, S)
+    meta.json shapes, dtypes, key inputs and a CRC32 per row of each array
+The key hashes the records (paths, each file's size and mtime), the image size and the IR
+decoding settings, so editing the CSV or an image, or changing --img_size/--ir_*, selects a new
+cache. A cache is built in a temporary folder and renamed into place when complete; on opening,
+every row's CRC is checked, and a damaged cache is rebuilt rather than trusted.
+Decoding goes through `decode_sample`, so cached samples are exactly the decoded ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from firekd.data.images import IRSpec, decode_sample
+
+FORMAT = "firekd-cache/1"
+
+
+def cache_key(records: pd.DataFrame, size: int, spec: IRSpec) -> str:
+    h = hashlib.sha256(json.dumps([FORMAT, size, asdict(spec)], default=str).encode())
+    for rgb, ir in zip(records["rgb_path"], records["ir_path"], strict=True):
+        for path in (rgb, ir):
+            if path is None:
+                continue
+            st = os.stat(path)
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def cache_bytes(n: int, size: int, spec: IRSpec) -> int:
+    return n * size * size * (3 + spec.channels * spec.dtype.itemsize)
+
+
+class DecodedCache:
+    """Read access to a complete cache; callable like a `SampleSource`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        meta = json.loads((folder / "meta.json").read_text())
+        self.meta = meta
+        self.rgb = np.memmap(folder / "rgb.bin", dtype=np.uint8, mode="r", shape=tuple(meta["rgb_shape"]))
+        self.ir = np.memmap(folder / "ir.bin", dtype=np.dtype(meta["ir_dtype"]), mode="r",
+                            shape=tuple(meta["ir_shape"]))
+
+    def __call__(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.array(self.rgb[position]), np.array(self.ir[position])
+
+    def __len__(self) -> int:
+        return self.rgb.shape[0]
+
+    def __getstate__(self) -> dict:  # loader workers reopen the maps instead of pickling them
+        return {"folder": self.folder}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["folder"])
+
+
+def _row_crcs(array: np.ndarray) -> list[int]:
+    return [zlib.crc32(memoryview(np.ascontiguousarray(row)).cast("B")) for row in array]
+
+
+def verify(folder: Path) -> bool:
+    """True when the cache at ``folder`` is complete and every row matches its CRC."""
+    try:
+        cache = DecodedCache(folder)
+        meta = cache.meta
+        return (meta.get("format") == FORMAT and _row_crcs(cache.rgb) == meta["rgb_crc"]
+                and _row_crcs(cache.ir) == meta["ir_crc"])
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return False
+
+
+def _decode_chunk(args) -> list[tuple[np.ndarray, np.ndarray]]:
+    pairs, size, spec = args
+    return [decode_sample(rgb, ir, size, spec) for rgb, ir in pairs]
+
+
+def _chunks(records: pd.DataFrame, size: int, spec: IRSpec, chunk: int) -> Iterable:
+    pairs = list(zip(records["rgb_path"], records["ir_path"], strict=True))
+    for start in range(0, len(pairs), chunk):
+        yield pairs[start:start + chunk], size, spec
+
+
+def build(folder: Path, records: pd.DataFrame, size: int, spec: IRSpec, *, workers: int = 1,
+          progress: Callable[[int], None] | None = None, chunk: int = 64) -> None:
+    """Decode every record into a new cache at ``folder`` (built aside, then renamed in)."""
+    n, channels = len(records), (spec.channels if spec.kind else 0)
+    tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rgb = np.memmap(tmp / "rgb.bin", dtype=np.uint8, mode="w+", shape=(n, 3, size, size))
+    ir = np.memmap(tmp / "ir.bin", dtype=spec.dtype, mode="w+", shape=(n, channels, size, size))
+    jobs = _chunks(records, size, spec, chunk)
+    position = 0
+    try:
+        with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
+            for decoded in pool.map(_decode_chunk, jobs):
+                for rgb_row, ir_row in decoded:
+                    rgb[position], ir[position] = rgb_row, ir_row
+                    position += 1
+                if progress:
+                    progress(len(decoded))
+        rgb.flush()
+        ir.flush()
+        meta = {"format": FORMAT, "rgb_shape": list(rgb.shape), "ir_shape": list(ir.shape),
+                "ir_dtype": spec.dtype.name, "size": size, "ir_spec": asdict(spec),
+                "rgb_crc": _row_crcs(rgb), "ir_crc": _row_crcs(ir)}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        del rgb, ir
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Inline:
+    """`map` in this process, shaped like an executor."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    @staticmethod
+    def map(fn, iterable):
+        return map(fn, iterable)
