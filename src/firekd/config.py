@@ -60,6 +60,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     retrain_teacher: bool = False
+    teacher_reuse: bool = True
+    compile: bool = False
     overwrite: bool = False
     tensorboard: bool = False
 

@@ -62,6 +62,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                         "is kept; see --retrain_teacher)")
     g.add_argument("--retrain_teacher", action="store_true",
                    help="train the teacher again even if one with the same settings exists")
+    g.add_argument("--no_teacher_reuse", action="store_true",
+                   help="train a separate teacher for every loss variant (slow; the naive "
+                        "baseline the reuse benchmark compares against)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs_teacher", type=positive_int, default=50,
                    help="maximum teacher epochs (default: 50)")
@@ -111,6 +114,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 autocast and channels_last on CUDA (default: on; no effect on CPU)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile teacher and student for training (worth it on GPU for "
+                        "long runs; the first epoch pays the compile time)")
     g.add_argument("--tensorboard", action="store_true",
                    help="also log every epoch to TensorBoard (in the models folder)")
 
@@ -135,7 +141,7 @@ def train_config(args: argparse.Namespace, teachers: list[str], variants: list[s
         teacher_modalities=args.teacher_modalities, pretrained=not args.no_pretrained,
         teacher_weights=args.teacher_weights, pos_weight=args.pos_weight, device=args.device,
         amp=args.amp, retrain_teacher=args.retrain_teacher, overwrite=args.overwrite,
-        tensorboard=args.tensorboard,
+        tensorboard=args.tensorboard, teacher_reuse=not args.no_teacher_reuse, compile=args.compile,
     )
 
 

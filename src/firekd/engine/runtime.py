@@ -38,10 +38,12 @@ class Runtime:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+    def prepare_model(self, model: torch.nn.Module, *, compile: bool = False) -> torch.nn.Module:
         model = model.to(self.device)
         if self.cuda and self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if compile:
+            model.compile()  # in place: state_dict keys stay those of the plain model
         return model
 
     def to_device(self, batch: Batch, *, train: bool = False) -> Batch:

@@ -20,6 +20,7 @@ from firekd.metrics.stats import aggregate_runs
 from firekd.recipes.common import data_fingerprint, make_runtime, stable_hash
 from firekd.recipes.data import DataBundle, load_data, open_cache
 from firekd.recipes.train import (
+    StageResult,
     obtain_teacher,
     student_settings,
     teacher_settings,
@@ -31,7 +32,7 @@ from firekd.rundir import RunDir, environment
 
 log = logging.getLogger(__name__)
 RUN_KEYS_IGNORED = ("seeds", "teachers", "variants", "num_workers", "device", "overwrite",
-                    "retrain_teacher", "tensorboard", "output")
+                    "retrain_teacher", "tensorboard", "output", "teacher_reuse", "compile")
 TEACHER_KEYS = ("epochs_teacher", "lr_teacher", "patience_teacher", "teacher_modalities", "pretrained",
                 "teacher_weights", "kd_temperature")  # irrelevant to the student-alone control
 
@@ -105,35 +106,46 @@ def _seed_done(run: RunDir, seed: int, settings_hash: str) -> bool:
 def _run_seed(cfg: TrainConfig, bundle: DataBundle, data_fp: str, teacher_name: str, seed: int,
               runs: dict, retrained: set[str]) -> None:
     variants = list(cfg.variants)
-    t_key = stable_hash(teacher_settings(cfg, teacher_name, seed, data_fp))
-    hashes = {v: stable_hash(student_settings(cfg, v, seed, data_fp, t_key if uses_teacher(v) else None))
-              for v in variants}
+    t_keys = {v: stable_hash(teacher_settings(cfg, teacher_name, seed, data_fp, _own_teacher(cfg, v)))
+              if uses_teacher(v) else None for v in variants}
+    settings = {v: student_settings(cfg, v, seed, data_fp, t_keys[v]) for v in variants}
+    hashes = {v: stable_hash(settings[v]) for v in variants}
     todo = [v for v in variants if not _seed_done(runs[teacher_name, v], seed, hashes[v])]
     for v in sorted(set(variants) - set(todo)):
         log.info("%s seed %d: already done, skipping", runs[teacher_name, v].name, seed)
     if not todo:
         return
     rt, loaders = make_runtime(cfg, seed, bundle)
-    teacher = None
-    if any(uses_teacher(v) for v in todo):
-        teacher = obtain_teacher(cfg, bundle, teacher_name, seed, rt, loaders, data_fp, retrained)
+    teachers: dict[str, StageResult] = {}  # by teacher key: one, unless --no_teacher_reuse
     for variant in todo:
         run = runs[teacher_name, variant]
         t0 = time.perf_counter()
         dirs = run.seed_dirs(seed)
-        settings = student_settings(cfg, variant, seed, data_fp, t_key if teacher else None)
-        student = train_student(cfg, bundle, variant, teacher.model if uses_teacher(variant) else None,
-                                seed, rt, loaders, settings, dirs[1], dirs[2])
-        models = {"student": student}
+        teacher = None
         if uses_teacher(variant):
+            if t_keys[variant] not in teachers:
+                teachers.clear()  # free the previous teacher's memory first
+                teachers[t_keys[variant]] = obtain_teacher(cfg, bundle, teacher_name, seed, rt, loaders,
+                                                           data_fp, retrained, _own_teacher(cfg, variant))
+            teacher = teachers[t_keys[variant]]
+        student = train_student(cfg, bundle, variant, teacher.model if teacher else None,
+                                seed, rt, loaders, settings[variant], dirs[1], dirs[2])
+        models = {"student": student}
+        if teacher:
             write_teacher_outputs(teacher, dirs)
             models = {"teacher": teacher, **models}
         _write_seed_outputs(run, dirs, seed, variant, models, student, hashes[variant], bundle)
         log.info("%s seed %d: done in %.0fs, student f1_macro %.4f", run.name, seed,
                  time.perf_counter() - t0, student.evaluation.metrics["f1_macro"])
-    del teacher
+    teachers.clear()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _own_teacher(cfg: TrainConfig, variant: str) -> str | None:
+    """With --no_teacher_reuse (the naive baseline of the reuse benchmark) every variant trains
+    its own teacher: the variant becomes part of the teacher's key."""
+    return None if cfg.teacher_reuse else variant
 
 
 def _write_seed_outputs(run: RunDir, dirs, seed: int, variant: str, models: dict, student,

@@ -58,6 +58,8 @@ class Loaders:
 def make_runtime(cfg: TrainConfig, seed: int, bundle: DataBundle) -> tuple[Runtime, Loaders]:
     """Runtime and loaders for one seed. On CUDA the batch transform runs on the device."""
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     ir_max = bundle.ir_spec.max_value
     size = bundle.config.img_size
     train_tf = PairedTransform(size, train=True, ir_max=ir_max)

@@ -63,9 +63,12 @@ def data_meta(bundle: DataBundle) -> dict:
             "ir_range": list(spec.value_range) if spec.value_range else None}
 
 
-def teacher_settings(cfg: TrainConfig, teacher: str, seed: int, data_fp: str) -> dict:
-    """Everything a trained teacher depends on: its reuse key is a hash of this."""
-    return {"teacher": teacher, "seed": seed, "data": data_fp,
+def teacher_settings(cfg: TrainConfig, teacher: str, seed: int, data_fp: str,
+                     variant: str | None = None) -> dict:
+    """Everything a trained teacher depends on: its reuse key is a hash of this. ``variant`` is
+    set only when teachers are not shared between variants (--no_teacher_reuse)."""
+    own = {"variant": variant} if variant else {}
+    return {**own, "teacher": teacher, "seed": seed, "data": data_fp,
             "modalities": cfg.teacher_modalities, "pretrained": cfg.pretrained,
             "teacher_weights": cfg.teacher_weights, "epochs": cfg.epochs_teacher,
             "lr": cfg.lr_teacher, "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size,
@@ -105,9 +108,10 @@ def build_teacher(cfg: TrainConfig, bundle: DataBundle, name: str) -> nn.Module:
 
 
 def obtain_teacher(cfg: TrainConfig, bundle: DataBundle, name: str, seed: int, rt: Runtime,
-                   loaders: Loaders, data_fp: str, retrained: set[str]) -> StageResult:
+                   loaders: Loaders, data_fp: str, retrained: set[str],
+                   variant: str | None = None) -> StageResult:
     """Reuse the stored teacher for these inputs, or train it (once, under its lock)."""
-    settings = teacher_settings(cfg, name, seed, data_fp)
+    settings = teacher_settings(cfg, name, seed, data_fp, variant)
     key = stable_hash(settings)
     store = Path(cfg.output) / "teachers" / name / f"seed_{seed}-{key}"
     done = store / "teacher_train_log.json"
@@ -135,7 +139,7 @@ def obtain_teacher(cfg: TrainConfig, bundle: DataBundle, name: str, seed: int, r
 
 def _train_teacher(cfg, bundle, name, seed, rt, loaders, settings, store: Path):
     torch.manual_seed(seed)
-    model = rt.prepare_model(build_teacher(cfg, bundle, name))
+    model = rt.prepare_model(build_teacher(cfg, bundle, name), compile=cfg.compile)
     task = Supervised(model, pos_weight_for(cfg, bundle)).to(rt.device)
     fit_cfg = FitConfig(stage=f"teacher {name} (seed {seed})", epochs=cfg.epochs_teacher,
                         lr=cfg.lr_teacher, weight_decay=cfg.weight_decay,
@@ -178,7 +182,7 @@ def train_student(cfg: TrainConfig, bundle: DataBundle, variant: str, teacher: n
                   seed: int, rt: Runtime, loaders: Loaders, settings: dict,
                   models_dir: Path, graphs_dir: Path) -> StageResult:
     torch.manual_seed(seed)
-    student = rt.prepare_model(create_student(cfg.student, pretrained=False))
+    student = rt.prepare_model(create_student(cfg.student, pretrained=False), compile=cfg.compile)
     task = make_task(cfg, bundle, student, variant, teacher).to(rt.device)
     params = trained_params(task)
     if params["projector"]:
