@@ -104,7 +104,7 @@ def test_corrupt_images_are_named(tmp_path: Path, damage: str):
     data = target.read_bytes()
     target.write_bytes({"zero": b"", "garbage": b"not an image at all" * 10,
                         "truncated": data[: len(data) // 2]}[damage])
-    with pytest.raises(DataError, match=r"unreadable rgb_path file\(s\), first: .*r0.jpg"):
+    with pytest.raises(DataError, match=r"1 unreadable rgb_path file\(s\) \(line 2: .*r0.jpg: "):
         check_files(read_records(csv), csv_name="d.csv")
 
 

@@ -35,6 +35,11 @@ def _drop_or_raise(records: pd.DataFrame, bad: np.ndarray, what: str, column: st
     if not bad.any():
         return records
     msg = f"{csv_name}: {int(bad.sum())} {what} ({_describe(records, bad, column)})"
+    return _stop_or_drop(records, bad, msg, skip, csv_name)
+
+
+def _stop_or_drop(records: pd.DataFrame, bad: np.ndarray, msg: str, skip: bool,
+                  csv_name: str) -> pd.DataFrame:
     if not skip:
         raise DataError(msg + "; fix the CSV or pass --skip_missing to drop these rows")
     log.warning("%s; dropping them (--skip_missing)", msg)
@@ -54,12 +59,13 @@ def _check_missing(records: pd.DataFrame, columns: list[str], skip: bool, csv_na
 def _check_readable(records: pd.DataFrame, column: str, skip: bool, csv_name: str):
     infos = inspect_many(records[column].tolist())
     bad = np.array([isinstance(i, DataError) for i in infos])
-    if bad.any():
-        first = next(i for i in infos if isinstance(i, DataError))
-        what = f"unreadable {column} file(s), first: {first}"
-        records = _drop_or_raise(records, bad, what, column, skip, csv_name)
-        infos = [i for i in infos if not isinstance(i, DataError)]
-    return records, infos
+    if not bad.any():
+        return records, infos
+    problems = [f"line {row}: {info}" for row, info in zip(records["row"], infos, strict=True)
+                if isinstance(info, DataError)]
+    msg = f"{csv_name}: {len(problems)} unreadable {column} file(s) ({'; '.join(problems[:SHOW])})"
+    kept = _stop_or_drop(records, bad, msg, skip, csv_name)
+    return kept, [i for i in infos if not isinstance(i, DataError)]
 
 
 def _ir_spec(records: pd.DataFrame, infos: list[ImageInfo], channels: str | int,

@@ -93,7 +93,8 @@ def inspect_image(path: str) -> ImageInfo:
             info = ImageInfo(img.width, img.height, channels, kind)
             fmt = img.format
     except (UnidentifiedImageError, tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
-        raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from None
+        reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable image ({reason})") from None
     if _is_truncated(path, fmt):
         raise DataError(f"{path}: image file is truncated or corrupt ({fmt})")
     return info
