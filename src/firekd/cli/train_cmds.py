@@ -78,8 +78,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr_student", type=positive_float, default=1e-3,
                    help="student peak learning rate (default: 1e-3)")
     g.add_argument("--weight_decay", type=float, default=1e-4,
-                   help="AdamW weight decay (default: 1e-4). Schedule: one-cycle, 10%% warm-up "
-                        "then cosine decay over the maximum epochs")
+                   help="AdamW weight decay (default: 1e-4). LR schedule: linear warm-up over the "
+                        "first 10%% of steps, then cosine decay to 0 at the maximum epoch")
     g.add_argument("--patience_teacher", type=positive_int, default=10,
                    help="teacher early-stopping patience in epochs on validation macro-F1 (default: 10)")
     g.add_argument("--patience_student", type=positive_int, default=5,

@@ -9,6 +9,7 @@ given by the recipe persists state, so a killed run resumes from its last comple
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import time
@@ -67,11 +68,17 @@ def epoch_seed(seed: int, epoch: int, stage: str) -> int:
 def make_optimizer(task: nn.Module, cfg: FitConfig, steps_per_epoch: int):
     params = [p for p in task.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # One-cycle: linear-ish warm-up over the first 10% of steps, then cosine decay to ~0.
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch),
-        pct_start=cfg.warmup_fraction, anneal_strategy="cos")
-    return optimizer, scheduler
+    total = max(1, cfg.epochs * steps_per_epoch)
+    schedule = functools.partial(warmup_cosine, warmup=max(1, round(cfg.warmup_fraction * total)), total=total)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def warmup_cosine(step: int, *, warmup: int, total: int) -> float:
+    """LR factor: linear warm-up over ``warmup`` steps to the peak, then cosine decay to 0 at the
+    last step of the maximum number of epochs (early stopping may end training before)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
 def _weighted(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:

@@ -1,0 +1,75 @@
+"""A run killed with SIGKILL in the middle of teacher training, then run again, ends with exactly
+the metrics of an uninterrupted run; two identical runs give identical metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firekd.data.synthetic import SynthConfig
+from firekd.recipes.synth import write_synthetic
+
+pytestmark = pytest.mark.slow
+RUN = "metrics/resnet18_kl_bce/seed_5/final_evaluation.json"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("resume_data")
+    write_synthetic(SynthConfig(n=120, size=32, seed=2), out)
+    return out / "data.csv"
+
+
+def _command(data: Path, output: Path) -> list[str]:
+    return [sys.executable, "-m", "firekd", "train", "--csv", str(data), "--output", str(output),
+            "--teacher", "resnet18", "--variant", "kl_bce", "--seeds", "5", "--epochs_teacher", "6",
+            "--epochs_student", "2", "--patience_teacher", "10", "--no_pretrained", "--img_size", "32",
+            "--num_workers", "0", "--batch_size", "16", "--lr_teacher", "1e-3"]
+
+
+def _run(data: Path, output: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(_command(data, output), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _models(output: Path) -> dict:
+    final = json.loads((output / RUN).read_text())
+    return {k: v for k, v in final.items() if k != "run"}
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("reference")
+    _run(data, output)
+    return output
+
+
+def test_killed_mid_teacher_then_rerun_gives_the_uninterrupted_metrics(data, reference, tmp_path):
+    output = tmp_path / "killed"
+    proc = subprocess.Popen(_command(data, output), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True)
+    for line in proc.stderr:  # kill as soon as the teacher has finished its second epoch
+        if "[teacher resnet18 (seed 5)] epoch 2/6" in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    store = next((output / "teachers" / "resnet18").glob("seed_5-*"))
+    assert not (store / "teacher_train_log.json").exists()  # killed before the teacher finished
+    assert not (output / RUN).exists()
+    resumed = _run(data, output)
+    assert "resuming after epoch" in resumed.stderr
+    assert "[teacher resnet18 (seed 5)] epoch 1/6" not in resumed.stderr  # not started over
+    assert _models(output) == _models(reference)
+
+
+def test_two_identical_runs_give_identical_metrics(data, reference, tmp_path):
+    _run(data, tmp_path / "again")
+    assert _models(tmp_path / "again") == _models(reference)
