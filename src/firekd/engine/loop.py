@@ -69,7 +69,8 @@ def make_optimizer(task: nn.Module, cfg: FitConfig, steps_per_epoch: int):
     params = [p for p in task.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = max(1, cfg.epochs * steps_per_epoch)
-    schedule = functools.partial(warmup_cosine, warmup=max(1, round(cfg.warmup_fraction * total)), total=total)
+    warmup = max(1, round(cfg.warmup_fraction * total))
+    schedule = functools.partial(warmup_cosine, warmup=warmup, total=total)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
