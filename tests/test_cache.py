@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from firekd.config import DataConfig
 from firekd.data.dataset import FileSource
@@ -97,3 +98,14 @@ def test_no_cache_when_it_would_not_fit_the_disk(synth_small: Path, tmp_path: Pa
 def test_cache_can_be_turned_off(synth_small: Path, tmp_path: Path):
     assert open_cache(_bundle(synth_small / "data.csv", tmp_path, cache=False)) is None
     assert not (tmp_path / "cache").exists()
+
+
+def test_batched_fetch_from_the_cache_equals_per_sample_reads(synth_small: Path, tmp_path: Path):
+    bundle = _bundle(synth_small / "data.csv", tmp_path)
+    bundle.source = open_cache(bundle)
+    dataset = bundle.dataset("train")
+    indices = [5, 0, 17, 3]
+    stacked = dataset.__getitems__(indices)
+    for k, i in enumerate(indices):
+        for part, single in zip(stacked, dataset[i], strict=True):
+            assert torch.equal(part[k], single)

@@ -59,6 +59,12 @@ class DecodedCache:
     def __call__(self, position: int) -> tuple[np.ndarray, np.ndarray]:
         return np.array(self.rgb[position]), np.array(self.ir[position])
 
+    def read_many(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``positions`` of both arrays, (B,3,S,S) and (B,C,S,S): one gather each."""
+        order = np.argsort(positions)  # sequential reads, then back to the requested order
+        back = np.argsort(order)
+        return self.rgb[positions[order]][back], self.ir[positions[order]][back]
+
     def __len__(self) -> int:
         return self.rgb.shape[0]
 
@@ -70,7 +76,7 @@ class DecodedCache:
 
 
 def _row_crcs(array: np.ndarray) -> list[int]:
-    return [zlib.crc32(memoryview(np.ascontiguousarray(row)).cast("B")) for row in array]
+    return [zlib.crc32(np.ascontiguousarray(row)) for row in array]  # rows are contiguous: no copy
 
 
 def verify(folder: Path) -> bool:

@@ -55,6 +55,19 @@ class PairedDataset(Dataset):
         rgb, ir = self.source(int(self.positions[index]))
         return torch.from_numpy(rgb), torch.from_numpy(ir), self.labels[index], torch.tensor(index)
 
+    def __getitems__(self, indices: list[int]) -> list[Batch] | StackedBatch:
+        """The loader's batched fetch: one gather from the cache instead of a read per sample."""
+        read_many = getattr(self.source, "read_many", None)
+        if read_many is None:
+            return [self[i] for i in indices]
+        index = torch.as_tensor(indices)
+        rgb, ir = read_many(self.positions[indices])
+        return StackedBatch((torch.from_numpy(rgb), torch.from_numpy(ir), self.labels[index], index))
+
+
+class StackedBatch(tuple):
+    """A batch that the dataset already stacked (marks it for the collate function)."""
+
 
 def apply_transform(transform: PairedTransform, batch: Batch, seed: int) -> Batch:
     """Run the transform with randomness drawn from (seed, sample indices) alone.
@@ -76,8 +89,11 @@ class CollateTransform:
     def __init__(self, transform: PairedTransform | None, seed: int = 0) -> None:
         self.transform, self.seed = transform, seed
 
-    def __call__(self, samples: list[Batch]) -> Batch:
-        batch = tuple(torch.stack(parts) for parts in zip(*samples, strict=True))
+    def __call__(self, samples: list[Batch] | StackedBatch) -> Batch:
+        if isinstance(samples, StackedBatch):
+            batch = tuple(samples)
+        else:
+            batch = tuple(torch.stack(parts) for parts in zip(*samples, strict=True))
         return batch if self.transform is None else apply_transform(self.transform, batch, self.seed)
 
 

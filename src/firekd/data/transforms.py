@@ -29,7 +29,8 @@ class PairedTransform:
             v2.RandomHorizontalFlip(),
             v2.RandomRotation(rotation),
         ])
-        self.rgb_photometric = v2.ColorJitter(rgb_jitter, rgb_jitter, rgb_jitter, hue=0.02)
+        # no hue jitter: it costs more than all the other transforms together (HSV round trip)
+        self.rgb_photometric = v2.ColorJitter(rgb_jitter, rgb_jitter, rgb_jitter)
         self.ir_photometric = v2.ColorJitter(brightness=ir_jitter, contrast=ir_jitter)
 
     def __call__(self, rgb: torch.Tensor, ir: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
