@@ -52,7 +52,8 @@ def compare(name: str, config: DataConfig, args) -> None:
     cached_aug = throughput(bundle, **{**files, "transform": aug})
     print(f"\n{name} ({len(bundle.records)} samples, {args.size} px, {args.workers} workers; "
           f"cache built in {build:.1f}s)")
-    print(f"  loader alone      decode {decode:8.1f}/s   cached {cached:8.1f}/s   ratio {cached / decode:5.1f}x")
+    print(f"  loader alone      decode {decode:8.1f}/s   cached {cached:8.1f}/s   "
+          f"ratio {cached / decode:5.1f}x")
     print(f"  + CPU transform   decode {decode_aug:8.1f}/s   cached {cached_aug:8.1f}/s   "
           f"ratio {cached_aug / decode_aug:5.1f}x")
 
@@ -73,7 +74,8 @@ def main() -> None:
             print(f"skipping fire-smoke-rgb: {real} is absent")
         synth = Path(tmp) / "synth"
         write_synthetic(SynthConfig(n=int(args.samples / 0.7) + 10, size=args.size, seed=0), synth, workers=2)
-        compare("synthetic RGB+IR (JPEG + PNG)", DataConfig(csv=str(synth / "data.csv"), img_size=args.size), args)
+        config = DataConfig(csv=str(synth / "data.csv"), img_size=args.size)
+        compare("synthetic RGB+IR (JPEG + PNG)", config, args)
 
 
 if __name__ == "__main__":

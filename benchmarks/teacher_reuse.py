@@ -1,0 +1,60 @@
+"""Ablation wall time with teacher reuse vs a teacher retrained for every loss variant.
+
+    python benchmarks/teacher_reuse.py [--teacher resnet50] [--img_size 32] [--n 400]
+        [--epochs_teacher 5] [--epochs_student 3]
+
+One teacher x 3 KD variants x 2 seeds on a synthetic set, run twice through `firekd ablation`
+side by side: once as firekd runs it (each teacher trained once per seed and shared), once with
+--no_teacher_reuse (each variant trains its own). The default epochs keep the spec's 50:30
+teacher:student ratio. Target: reuse takes at most 0.45x the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from firekd.cli import main as firekd
+from firekd.data.synthetic import SynthConfig
+from firekd.recipes.synth import write_synthetic
+
+
+def run(csv: Path, output: Path, args, *extra: str) -> float:
+    t0 = time.perf_counter()
+    code = firekd(["ablation", "--csv", str(csv), "--output", str(output), "--teachers", args.teacher,
+                   "--variants", "kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce", "--seeds", "1", "2",
+                   "--epochs_teacher", str(args.epochs_teacher), "--epochs_student", str(args.epochs_student),
+                   "--patience_teacher", "100", "--patience_student", "100", "--no_pretrained",
+                   "--img_size", str(args.img_size), "--num_workers", "0", "--lr_teacher", "1e-3",
+                   *args.extra, *extra])
+    assert code == 0
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="resnet50")
+    p.add_argument("--img_size", type=int, default=32)
+    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--epochs_teacher", type=int, default=5)
+    p.add_argument("--epochs_student", type=int, default=3)
+    p.add_argument("--extra", nargs="*", default=[], help="more flags for firekd ablation")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ["FIREKD_CACHE_DIR"] = str(tmp / "cache")
+        write_synthetic(SynthConfig(n=args.n, size=args.img_size, seed=0), tmp / "data")
+        csv = tmp / "data" / "data.csv"
+        reuse = run(csv, tmp / "reuse", args)
+        naive = run(csv, tmp / "naive", args, "--no_teacher_reuse")
+    print(f"\n{args.teacher}, 3 variants x 2 seeds, {args.img_size} px, {args.n} samples, "
+          f"epochs teacher/student {args.epochs_teacher}/{args.epochs_student}")
+    print(f"teacher reused: {reuse:.1f}s   retrained per variant: {naive:.1f}s   "
+          f"ratio {reuse / naive:.2f}x (target <= 0.45x)")
+
+
+if __name__ == "__main__":
+    main()
