@@ -1,0 +1,57 @@
+"""The epoch loop's pieces: schedule, early stopping, compile, checkpoint state."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from firekd.engine.early_stopping import EarlyStopping
+from firekd.engine.loop import FitConfig, make_optimizer, warmup_cosine
+from firekd.engine.runtime import Runtime
+from firekd.models import create_student
+
+
+def test_warmup_then_cosine_to_zero():
+    factors = [warmup_cosine(s, warmup=10, total=100) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))  # monotone decay
+    assert factors[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert warmup_cosine(99, warmup=10, total=100) < 0.001
+
+
+@pytest.mark.parametrize("epochs,steps", [(1, 1), (2, 5), (3, 7)])
+def test_schedule_works_for_very_short_runs(epochs: int, steps: int):
+    model = torch.nn.Linear(2, 2)
+    cfg = FitConfig(stage="x", epochs=epochs, lr=0.1, weight_decay=0.0, patience=1, weights={}, seed=0)
+    opt, sched = make_optimizer(model, cfg, steps)
+    lrs = []
+    for _ in range(epochs * steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(lrs) == pytest.approx(0.1) and all(lr > 0 for lr in lrs)
+    state = sched.state_dict()  # resumable, and safe for weights_only loading
+    assert all(not callable(v) for v in state.values())
+
+
+def test_early_stopping_counts_epochs_without_improvement_and_restores_state():
+    stop = EarlyStopping(patience=2)
+    assert stop.step(0.5, 1) and not stop.step(0.4, 2) and not stop.should_stop
+    assert not stop.step(0.5, 3) and stop.should_stop  # equal is not better
+    again = EarlyStopping(patience=2)
+    again.load_state_dict(stop.state_dict())
+    assert (again.best_score, again.best_epoch, again.should_stop) == (0.5, 1, True)
+
+
+@pytest.mark.slow
+def test_compiled_model_keeps_plain_state_dict_keys_and_outputs():
+    torch.manual_seed(0)
+    model = create_student("firekd_student").eval()
+    plain_keys = list(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    expected = model(x)[0]
+    compiled = Runtime(torch.device("cpu")).prepare_model(model, compile=True)
+    assert list(compiled.state_dict()) == plain_keys
+    assert torch.allclose(compiled(x)[0], expected, atol=1e-4)
