@@ -16,10 +16,26 @@ import numpy as np
 
 from firekd.errors import FirekdError
 
+_WRITER = True  # False on the non-zero ranks of a distributed run: only rank 0 writes files
+
+
+def set_writer(enabled: bool) -> None:
+    global _WRITER
+    _WRITER = enabled
+
+
+def is_writer() -> bool:
+    return _WRITER
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it over ``path`` if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it over ``path`` if the block succeeds.
+    In a process that does not write (a non-zero DDP rank) the path is a throw-away file."""
+    if not _WRITER:
+        with tempfile.TemporaryDirectory(prefix="firekd-discard-") as tmp:
+            yield Path(tmp) / Path(path).name
+        return
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +114,8 @@ def save_figure(path: str | Path, fig) -> None:
 def ensure_writable(folder: str | Path, flag: str = "--output") -> Path:
     """Create ``folder`` if needed and prove it is writable, or fail naming the flag."""
     folder = Path(folder)
+    if not _WRITER:
+        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test."):

@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from firekd.errors import FirekdError
+from firekd.io import is_writer
 
 
 class RunLockedError(FirekdError):
@@ -40,6 +41,8 @@ class FileLock:
         self._fh = None
 
     def acquire(self, *, blocking: bool) -> bool:
+        if not is_writer():  # a non-zero DDP rank: rank 0 holds the lock for the whole group
+            return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
         try:
@@ -116,12 +119,17 @@ class RunDir:
         return exclusive(self.metrics / ".lock", what=f"run folder {self.metrics}")
 
     def remove(self) -> None:
+        if not is_writer():
+            return
         for d in (self.metrics, self.models, self.graphs):
             shutil.rmtree(d, ignore_errors=True)
 
     @contextlib.contextmanager
     def log_to_file(self):
         """Append everything logged during the block to run.log."""
+        if not is_writer():
+            yield
+            return
         self.metrics.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(self.metrics / "run.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -136,6 +144,8 @@ class RunDir:
 
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link ``src`` to ``dst`` (no extra disk), copying when links are impossible."""
+    if not is_writer():
+        return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
     tmp.unlink(missing_ok=True)

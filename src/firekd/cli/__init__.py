@@ -13,13 +13,23 @@ from firekd.errors import FirekdError, one_line
 COMMAND_MODULES = ("firekd.cli.data_cmds", "firekd.cli.models_cmd", "firekd.cli.train_cmds")
 
 
-def setup_logging(verbose: bool = False) -> None:
+def _join_distributed() -> int:
+    """Under torchrun: join the process group; only rank 0 writes files and logs progress."""
+    from firekd.engine import distributed
+    from firekd.io import set_writer
+
+    info = distributed.setup()
+    set_writer(info.is_main)
+    return info.rank
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     handler.firekd = True
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if not getattr(h, "firekd", False)] + [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     for noisy in ("matplotlib", "PIL", "numba", "timm", "urllib3", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch.*")
@@ -51,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    setup_logging(args.verbose)
+    rank = _join_distributed()
+    setup_logging(args.verbose, quiet=rank > 0)
     try:
         return int(args.func(args) or 0)
     except FirekdError as exc:

@@ -14,6 +14,7 @@ from firekd.cli.args import (
     positive_int,
 )
 from firekd.config import TrainConfig
+from firekd.engine import distributed
 from firekd.kd.variants import VARIANTS, check_loss_weights, check_variant, parse_loss_weights
 
 SPEC_TEACHERS = ("resnet152", "efficientnet_b7", "swin_tiny", "vit_b_16")
@@ -150,8 +151,9 @@ def _run(cfg: TrainConfig) -> int:
 
     t0 = time.perf_counter()
     results = run_ablation(cfg)
-    print(results_table(results))
-    print(f"\nresults in {cfg.output}/metrics ({time.perf_counter() - t0:.0f}s)")
+    if distributed.info().is_main:
+        print(results_table(results))
+        print(f"\nresults in {cfg.output}/metrics ({time.perf_counter() - t0:.0f}s)")
     return 0
 
 

@@ -99,7 +99,8 @@ class CollateTransform:
 
 def make_loader(dataset: PairedDataset, *, batch_size: int, train: bool,
                 transform: PairedTransform | None, seed: int = 0, num_workers: int = 0,
-                generator: torch.Generator | None = None, pin_memory: bool = False) -> DataLoader:
+                generator: torch.Generator | None = None, pin_memory: bool = False,
+                sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
     """``transform=None`` leaves batches as integer images (the device applies the transform).
 
     Reseed ``generator`` at the start of each epoch to make the shuffle order reproducible.
@@ -107,7 +108,8 @@ def make_loader(dataset: PairedDataset, *, batch_size: int, train: bool,
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         drop_last=train and len(dataset) > batch_size,
         num_workers=num_workers,
         collate_fn=CollateTransform(transform, seed),

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from firekd.engine import distributed
 from firekd.engine.early_stopping import EarlyStopping
 from firekd.engine.runtime import Runtime
 from firekd.errors import TrainingError
@@ -93,7 +94,7 @@ def train_epoch(task: nn.Module, loader, optimizer, scheduler, cfg: FitConfig, r
     total = torch.zeros((), device=rt.device)
     steps = 0
     bar = tqdm(loader, desc=f"{cfg.stage} {epoch}/{cfg.epochs}", leave=False, unit="batch",
-               disable=None)
+               disable=None if distributed.info().is_main else True)
     for step, batch in enumerate(bar, 1):
         rgb, ir, labels, _ = rt.to_device(batch, train=True)
         with rt.autocast():
@@ -110,16 +111,21 @@ def train_epoch(task: nn.Module, loader, optimizer, scheduler, cfg: FitConfig, r
             sums[name] = sums.get(name, 0) + value.detach()
         steps += 1
         if step % cfg.log_every == 0:  # the only host sync: progress and the NaN check
-            running = (total / steps).item()
+            running = _across_ranks((total / steps).item())
             _check_finite(running, cfg, epoch, step)
             bar.set_postfix(loss=f"{running:.4f}")
     if steps == 0:
         raise TrainingError(f"{cfg.stage} training: the train split yields no batches")
     mean = (total / steps).item()
-    _check_finite(mean, cfg, epoch, steps)
+    _check_finite(_across_ranks(mean), cfg, epoch, steps)
     out = {"train_loss": mean}
     out.update({f"train_{k}": (v / steps).item() for k, v in sums.items()})
     return out
+
+
+def _across_ranks(value: float) -> float:
+    """Mean over DDP ranks, so a NaN on any rank stops every rank at the same step."""
+    return float(np.mean(distributed.gather_arrays({"v": np.array([value])})["v"]))
 
 
 def _check_finite(value: float, cfg: FitConfig, epoch: int, step: int) -> None:
@@ -136,8 +142,9 @@ def validate(task: nn.Module, loader, cfg: FitConfig, rt: Runtime) -> dict[str, 
     sums: dict[str, torch.Tensor] = {}
     total, n = torch.zeros((), device=rt.device), 0
     probs, labels_all = [], []
+    index_all = []
     for batch in loader:
-        rgb, ir, labels, _ = rt.to_device(batch)
+        rgb, ir, labels, index = rt.to_device(batch)
         with rt.autocast():
             logits, terms = task(rgb, ir, labels)
         total += _weighted(terms, cfg.weights) * len(labels)
@@ -146,11 +153,17 @@ def validate(task: nn.Module, loader, cfg: FitConfig, rt: Runtime) -> dict[str, 
         n += len(labels)
         probs.append(torch.sigmoid(logits.float()))
         labels_all.append(labels)
-    y_score = torch.cat(probs).cpu().numpy()
-    y_true = torch.cat(labels_all).cpu().numpy()
+        index_all.append(index)
+    totals = distributed.gather_arrays({"loss": np.array([total.item()]), "n": np.array([n]),
+                                        **{k: np.array([v.item()]) for k, v in sums.items()}})
+    samples = distributed.unique_by_index(distributed.gather_arrays({
+        "probs": torch.cat(probs).cpu().numpy(), "labels": torch.cat(labels_all).cpu().numpy(),
+        "index": torch.cat(index_all).cpu().numpy()}))  # the whole split, whatever the ranks
+    y_score, y_true = samples["probs"], samples["labels"]
     scores = classification_scores(y_true, y_score, thresholds=best_thresholds(y_true, y_score))
-    out = {"val_loss": (total / n).item()}
-    out.update({f"val_{k}": (v / n).item() for k, v in sums.items()})
+    n = totals["n"].sum()
+    out = {"val_loss": float(totals["loss"].sum() / n)}
+    out.update({f"val_{k}": float(totals[k].sum() / n) for k in sums})
     out.update({f"val_{k}": scores[k] for k in ("f1_macro", "f1_fire", "f1_smoke")})
     return out
 
@@ -165,6 +178,7 @@ def fit(task: nn.Module, model: nn.Module, train_loader, val_loader, cfg: FitCon
     after every epoch (e.g. TensorBoard).
     """
     optimizer, scheduler = make_optimizer(task, cfg, len(train_loader))
+    train_task = _parallel(task, rt)
     stopper = EarlyStopping(cfg.patience)
     history: list[dict] = []
     start = 1
@@ -183,11 +197,13 @@ def fit(task: nn.Module, model: nn.Module, train_loader, val_loader, cfg: FitCon
         if stopper.should_stop:
             break
         t0 = time.perf_counter()
-        torch.manual_seed(epoch_seed(cfg.seed, epoch, cfg.stage))
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, cfg.stage) + distributed.info().rank)
         if generator is not None:
             generator.manual_seed(epoch_seed(cfg.seed, epoch, "shuffle"))
+        if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: reshuffle per epoch
+            train_loader.sampler.set_epoch(epoch)
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        record.update(train_epoch(task, train_loader, optimizer, scheduler, cfg, rt, epoch))
+        record.update(train_epoch(train_task, train_loader, optimizer, scheduler, cfg, rt, epoch))
         record.update(validate(task, val_loader, cfg, rt))
         record["improved"] = stopper.step(record["val_f1_macro"], epoch)
         record["time_s"] = round(time.perf_counter() - t0, 3)
@@ -210,6 +226,16 @@ def fit(task: nn.Module, model: nn.Module, train_loader, val_loader, cfg: FitCon
         model.load_state_dict(best_state)
     return FitResult(history, stopper.best_epoch, stopper.best_score, resumed_from=start - 1,
                      stopped_early=stopper.should_stop and len(history) < cfg.epochs)
+
+
+def _parallel(task: nn.Module, rt: Runtime) -> nn.Module:
+    """The task wrapped in DistributedDataParallel under torchrun; the task itself otherwise.
+    Frozen parameters (a distiller's teacher) are not synchronised: they need no gradients."""
+    if not distributed.info().enabled:
+        return task
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(task, device_ids=[rt.device.index] if rt.cuda else None)
 
 
 def _trainable_state(task: nn.Module) -> dict:
@@ -245,4 +271,5 @@ def predict(model: nn.Module, loader, rt: Runtime) -> Predictions:
         out["labels"].append(labels.cpu())
         out["embeddings"].append(embedding.float().cpu())
         out["index"].append(index.cpu())
-    return Predictions(**{k: torch.cat(v).numpy() for k, v in out.items()})
+    arrays = distributed.gather_arrays({k: torch.cat(v).numpy() for k, v in out.items()})
+    return Predictions(**distributed.unique_by_index(arrays))

@@ -13,6 +13,7 @@ import time
 import torch
 
 from firekd.config import TrainConfig
+from firekd.engine import distributed
 from firekd.errors import ConfigError
 from firekd.io import ensure_writable, read_json, write_csv, write_json
 from firekd.kd.variants import uses_teacher
@@ -79,7 +80,7 @@ def run_ablation(cfg: TrainConfig) -> dict[str, dict]:
     """Run the grid; returns {run name: aggregated results}."""
     ensure_writable(cfg.output)
     bundle = load_data(cfg.data)
-    bundle.source = open_cache(bundle, workers=max(1, min(cfg.num_workers, os.cpu_count() or 1)))
+    bundle.source = _open_cache(bundle, workers=max(1, min(cfg.num_workers, os.cpu_count() or 1)))
     data_fp = data_fingerprint(bundle)
     runs = {(t, v): RunDir(cfg.output, t, v) for t in cfg.teachers for v in cfg.variants}
     results: dict[str, dict] = {}
@@ -96,6 +97,14 @@ def run_ablation(cfg: TrainConfig) -> dict[str, dict]:
             for variant in cfg.variants:
                 results[runs[teacher, variant].name] = _aggregate(runs[teacher, variant])
     return results
+
+
+def _open_cache(bundle: DataBundle, workers: int):
+    """Rank 0 builds the cache (under torchrun), the other ranks open it once it is there."""
+    main = distributed.info().is_main
+    source = open_cache(bundle, workers=workers) if main else None
+    distributed.barrier()
+    return source if main else open_cache(bundle)
 
 
 def _seed_done(run: RunDir, seed: int, settings_hash: str) -> bool:

@@ -15,7 +15,9 @@ from firekd.checkpoints import load_payload, save_model, save_payload
 from firekd.config import TrainConfig
 from firekd.data.dataset import make_loader
 from firekd.data.transforms import PairedTransform
+from firekd.engine import distributed
 from firekd.engine.runtime import Runtime, resolve_device
+from firekd.io import is_writer
 from firekd.recipes.data import DataBundle
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class Loaders:
 def make_runtime(cfg: TrainConfig, seed: int, bundle: DataBundle) -> tuple[Runtime, Loaders]:
     """Runtime and loaders for one seed. On CUDA the batch transform runs on the device."""
     device = resolve_device(cfg.device)
+    if distributed.info().enabled and device.type == "cuda":
+        device = torch.device("cuda", distributed.info().local_rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     ir_max = bundle.ir_spec.max_value
@@ -71,16 +75,31 @@ def make_runtime(cfg: TrainConfig, seed: int, bundle: DataBundle) -> tuple[Runti
     common = {"batch_size": cfg.batch_size, "num_workers": workers, "seed": seed,
               "pin_memory": on_device}
     generator = torch.Generator().manual_seed(seed)
+    datasets = {split: bundle.dataset(split) for split in ("train", "val", "test")}
+    samplers = _distributed_samplers(datasets, seed)
     loaders = Loaders(
-        train=make_loader(bundle.dataset("train"), train=True, generator=generator,
+        train=make_loader(datasets["train"], train=True, generator=generator, sampler=samplers["train"],
                           transform=None if on_device else train_tf, **common),
-        val=make_loader(bundle.dataset("val"), train=False,
+        val=make_loader(datasets["val"], train=False, sampler=samplers["val"],
                         transform=None if on_device else eval_tf, **common),
-        test=make_loader(bundle.dataset("test"), train=False,
+        test=make_loader(datasets["test"], train=False, sampler=samplers["test"],
                          transform=None if on_device else eval_tf, **common),
         generator=generator,
     )
     return rt, loaders
+
+
+def _distributed_samplers(datasets: dict, seed: int) -> dict:
+    """Under torchrun each rank reads its share: the train split reshuffled every epoch (the loop
+    calls set_epoch), val/test in order and padded; predictions are gathered and de-duplicated."""
+    info = distributed.info()
+    if not info.enabled:
+        return dict.fromkeys(datasets)
+    from torch.utils.data import DistributedSampler
+
+    return {split: DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank,
+                                      shuffle=split == "train", seed=seed, drop_last=split == "train")
+            for split, ds in datasets.items()}
 
 
 class FileCheckpointer:
@@ -117,4 +136,5 @@ class FileCheckpointer:
         payload = load_payload(self.best_path)
         payload["meta"]["thresholds"] = [float(t) for t in thresholds]
         save_payload(self.best_path, payload)
-        self.state_path.unlink(missing_ok=True)
+        if is_writer():
+            self.state_path.unlink(missing_ok=True)

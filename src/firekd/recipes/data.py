@@ -26,7 +26,7 @@ from firekd.data.splits import (
     load_split,
     make_split,
 )
-from firekd.io import ensure_writable
+from firekd.io import ensure_writable, is_writer
 from firekd.rundir import waiting
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ def open_cache(bundle: DataBundle, *, workers: int = 1) -> DecodedCache | None:
                 log.info("cache: using %s", folder)
                 return DecodedCache(folder)
             log.warning("cache: %s is damaged or incomplete; rebuilding it", folder)
+        if not is_writer():  # a non-zero DDP rank never builds: rank 0 did, or it decodes files
+            return None
         need = cache_bytes(len(bundle.records), cfg.img_size, spec)
         free = shutil.disk_usage(root).free
         if need > 0.8 * free:

@@ -10,7 +10,6 @@ teacher and no GPU trains the same teacher twice.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,7 +215,7 @@ def write_teacher_outputs(teacher: StageResult, dirs: tuple[Path, Path, Path]) -
     """Link the shared teacher's checkpoint, log and curves into a variant's seed folders."""
     metrics_dir, models_dir, graphs_dir = dirs
     link_or_copy(teacher.folder / "teacher_best.pth", models_dir / "teacher_best.pth")
-    shutil.copyfile(teacher.folder / "teacher_train_log.json", metrics_dir / "teacher_train_log.json")
+    link_or_copy(teacher.folder / "teacher_train_log.json", metrics_dir / "teacher_train_log.json")
     curves = teacher.folder / "teacher_training_curves.png"
     if curves.exists():
         link_or_copy(curves, graphs_dir / "teacher_training_curves.png")
