@@ -62,6 +62,13 @@ class TrainConfig:
     retrain_teacher: bool = False
     teacher_reuse: bool = True
     compile: bool = False
+    teacher_only: bool = False  # train (or find) the teachers and stop
+    sync_bn: bool = False  # SyncBatchNorm under torchrun on CUDA
+    jobs: int = 1  # parallel grid jobs (processes); see recipes/grid.py
+    gpus: tuple[int, ...] = ()  # one grid job per listed GPU at a time
+    executor: str = "local"  # local processes or "ray"
+    ray_address: str | None = None
+    ray_gpus_per_job: float = 1.0
     overwrite: bool = False
     tensorboard: bool = False
 

@@ -8,6 +8,7 @@ import time
 from firekd.cli.args import (
     add_data_args,
     data_config,
+    non_negative_float,
     non_negative_int,
     open_fraction,
     positive_float,
@@ -42,7 +43,31 @@ def register(sub) -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), type=check_variant_arg,
                    help=f"loss variants (default: all: {' '.join(VARIANTS)})")
     add_training_args(p)
+    g = p.add_argument_group("parallel jobs (see README: Scaling)")
+    g.add_argument("--jobs", type=positive_int, default=1,
+                   help="run grid jobs in N parallel processes on this machine (CPU); teacher "
+                        "jobs first, then each seed's variants (default: 1 = in this process)")
+    g.add_argument("--gpus", type=gpu_list, default=(),
+                   help="comma-separated GPU ids, e.g. 0,1,2,3: one grid job at a time per GPU")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local processes, or ray: each job a Ray task on the cluster that "
+                        "ray.init(address=--ray_address) finds; --output must be on a filesystem "
+                        "every node sees (default: local)")
+    g.add_argument("--ray_address", default=None,
+                   help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray instance)")
+    g.add_argument("--ray_gpus_per_job", type=non_negative_float, default=1.0,
+                   help="GPUs each Ray job asks for; 0 for CPU-only clusters (default: 1)")
     p.set_defaults(func=run_ablation_cmd)
+
+
+def gpu_list(text: str) -> tuple[int, ...]:
+    try:
+        gpus = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GPU ids like 0,1,2, got '{text}'") from None
+    if not gpus or min(gpus) < 0 or len(set(gpus)) != len(gpus):
+        raise argparse.ArgumentTypeError(f"expected distinct GPU ids >= 0, got '{text}'")
+    return gpus
 
 
 def check_variant_arg(text: str) -> str:
@@ -63,6 +88,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                         "is kept; see --retrain_teacher)")
     g.add_argument("--retrain_teacher", action="store_true",
                    help="train the teacher again even if one with the same settings exists")
+    g.add_argument("--teacher_only", action="store_true",
+                   help="train (or find) the teachers for every seed, then stop (students later "
+                        "reuse them)")
     g.add_argument("--no_teacher_reuse", action="store_true",
                    help="train a separate teacher for every loss variant (slow; the naive "
                         "baseline the reuse benchmark compares against)")
@@ -115,6 +143,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 autocast and channels_last on CUDA (default: on; no effect on CPU)")
+    g.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun on CUDA: SyncBatchNorm across the processes")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile teacher and student for training (worth it on GPU for "
                         "long runs; the first epoch pays the compile time)")
@@ -143,6 +173,10 @@ def train_config(args: argparse.Namespace, teachers: list[str], variants: list[s
         teacher_weights=args.teacher_weights, pos_weight=args.pos_weight, device=args.device,
         amp=args.amp, retrain_teacher=args.retrain_teacher, overwrite=args.overwrite,
         tensorboard=args.tensorboard, teacher_reuse=not args.no_teacher_reuse, compile=args.compile,
+        teacher_only=args.teacher_only, sync_bn=args.sync_bn, jobs=getattr(args, "jobs", 1),
+        gpus=getattr(args, "gpus", ()), executor=getattr(args, "executor", "local"),
+        ray_address=getattr(args, "ray_address", None),
+        ray_gpus_per_job=getattr(args, "ray_gpus_per_job", 1.0),
     )
 
 

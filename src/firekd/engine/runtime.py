@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from firekd.data.dataset import Batch, apply_transform
 from firekd.data.transforms import PairedTransform
+from firekd.engine import distributed
 from firekd.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -38,7 +42,12 @@ class Runtime:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def prepare_model(self, model: torch.nn.Module, *, compile: bool = False) -> torch.nn.Module:
+    def prepare_model(self, model: torch.nn.Module, *, compile: bool = False,
+                      sync_bn: bool = False) -> torch.nn.Module:
+        if sync_bn and self.cuda and distributed.info().enabled:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif sync_bn:
+            log.warning("--sync_bn applies to torchrun runs on CUDA; ignored here")
         model = model.to(self.device)
         if self.cuda and self.channels_last:
             model = model.to(memory_format=torch.channels_last)

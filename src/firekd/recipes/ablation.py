@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -33,7 +35,9 @@ from firekd.rundir import RunDir, environment
 
 log = logging.getLogger(__name__)
 RUN_KEYS_IGNORED = ("seeds", "teachers", "variants", "num_workers", "device", "overwrite",
-                    "retrain_teacher", "tensorboard", "output", "teacher_reuse", "compile")
+                    "retrain_teacher", "tensorboard", "output", "teacher_reuse", "compile",
+                    "teacher_only", "jobs", "gpus", "executor", "ray_address", "ray_gpus_per_job",
+                    "sync_bn")
 TEACHER_KEYS = ("epochs_teacher", "lr_teacher", "patience_teacher", "teacher_modalities", "pretrained",
                 "teacher_weights", "kd_temperature")  # irrelevant to the student-alone control
 
@@ -76,27 +80,69 @@ def _start_run(run: RunDir, cfg: TrainConfig, bundle: DataBundle, teacher: str, 
     write_csv(run.metrics / "split.csv", bundle.split_table())
 
 
-def run_ablation(cfg: TrainConfig) -> dict[str, dict]:
-    """Run the grid; returns {run name: aggregated results}."""
+@dataclass
+class Prepared:
+    """Validated data with its cache and fingerprint: made once, shared with grid jobs."""
+
+    bundle: DataBundle
+    data_fp: str
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
     ensure_writable(cfg.output)
     bundle = load_data(cfg.data)
     bundle.source = _open_cache(bundle, workers=max(1, min(cfg.num_workers, os.cpu_count() or 1)))
-    data_fp = data_fingerprint(bundle)
+    return Prepared(bundle, data_fingerprint(bundle))
+
+
+def run_ablation(cfg: TrainConfig) -> dict[str, dict]:
+    """Run the grid in this process (or hand it to parallel jobs); {run name: aggregates}."""
+    if cfg.jobs > 1 or cfg.gpus or cfg.executor == "ray":
+        from firekd.recipes.grid import run_grid
+
+        return run_grid(cfg)
+    prep = prepare(cfg)
+    retrained: set[str] = set()
+    if cfg.teacher_only:
+        for teacher in cfg.teachers:
+            for seed in cfg.seeds:
+                train_teacher_job(cfg, prep, teacher, seed, retrained)
+        return {}
+    with open_runs(cfg, prep.bundle) as runs:
+        for teacher in cfg.teachers:
+            for seed in cfg.seeds:
+                _run_seed(cfg, prep.bundle, prep.data_fp, teacher, seed, runs, retrained)
+        return {run.name: _aggregate(run) for run in runs.values()}
+
+
+@contextlib.contextmanager
+def open_runs(cfg: TrainConfig, bundle: DataBundle):
+    """Lock every run folder of the grid (fail now, not hours in), record its settings, and log
+    into its run.log for the duration."""
     runs = {(t, v): RunDir(cfg.output, t, v) for t in cfg.teachers for v in cfg.variants}
-    results: dict[str, dict] = {}
     with contextlib.ExitStack() as stack:
-        for run in runs.values():  # one writer per run folder: fail now, not hours in
+        for run in runs.values():
             stack.enter_context(run.lock())
         for (teacher, variant), run in runs.items():
             _start_run(run, cfg, bundle, teacher, variant)
             stack.enter_context(run.log_to_file())
-        retrained: set[str] = set()
-        for teacher in cfg.teachers:
-            for seed in cfg.seeds:
-                _run_seed(cfg, bundle, data_fp, teacher, seed, runs, retrained)
-            for variant in cfg.variants:
-                results[runs[teacher, variant].name] = _aggregate(runs[teacher, variant])
-    return results
+        yield runs
+
+
+def train_teacher_job(cfg: TrainConfig, prep: Prepared, teacher: str, seed: int,
+                      retrained: set[str] | None = None) -> None:
+    """Train (or find) one seed's teacher and stop: --teacher_only, and a grid's teacher jobs."""
+    rt, loaders = make_runtime(cfg, seed, prep.bundle)
+    obtain_teacher(cfg, prep.bundle, teacher, seed, rt, loaders, prep.data_fp,
+                   set() if retrained is None else retrained)
+
+
+def student_job(cfg: TrainConfig, prep: Prepared, teacher: str, variant: str, seed: int) -> None:
+    """One (teacher, variant, seed) inside a grid whose parent holds the run folder's lock."""
+    runs = {(teacher, variant): RunDir(cfg.output, teacher, variant)}
+    with runs[teacher, variant].log_to_file():
+        job_cfg = dataclasses.replace(cfg, variants=(variant,))
+        _run_seed(job_cfg, prep.bundle, prep.data_fp, teacher, seed, runs, set())
 
 
 def _open_cache(bundle: DataBundle, workers: int):
@@ -115,8 +161,7 @@ def _seed_done(run: RunDir, seed: int, settings_hash: str) -> bool:
 def _run_seed(cfg: TrainConfig, bundle: DataBundle, data_fp: str, teacher_name: str, seed: int,
               runs: dict, retrained: set[str]) -> None:
     variants = list(cfg.variants)
-    t_keys = {v: stable_hash(teacher_settings(cfg, teacher_name, seed, data_fp, _own_teacher(cfg, v)))
-              if uses_teacher(v) else None for v in variants}
+    t_keys = {v: _teacher_key(cfg, data_fp, teacher_name, v, seed) for v in variants}
     settings = {v: student_settings(cfg, v, seed, data_fp, t_keys[v]) for v in variants}
     hashes = {v: stable_hash(settings[v]) for v in variants}
     todo = [v for v in variants if not _seed_done(runs[teacher_name, v], seed, hashes[v])]
@@ -149,6 +194,18 @@ def _run_seed(cfg: TrainConfig, bundle: DataBundle, data_fp: str, teacher_name: 
     teachers.clear()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _teacher_key(cfg: TrainConfig, data_fp: str, teacher: str, variant: str, seed: int) -> str | None:
+    if not uses_teacher(variant):
+        return None
+    return stable_hash(teacher_settings(cfg, teacher, seed, data_fp, _own_teacher(cfg, variant)))
+
+
+def variant_settings_hash(cfg: TrainConfig, data_fp: str, teacher: str, variant: str, seed: int) -> str:
+    """What a finished seed's final_evaluation.json records: same hash, same result."""
+    t_key = _teacher_key(cfg, data_fp, teacher, variant, seed)
+    return stable_hash(student_settings(cfg, variant, seed, data_fp, t_key))
 
 
 def _own_teacher(cfg: TrainConfig, variant: str) -> str | None:

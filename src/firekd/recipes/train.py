@@ -138,7 +138,7 @@ def obtain_teacher(cfg: TrainConfig, bundle: DataBundle, name: str, seed: int, r
 
 def _train_teacher(cfg, bundle, name, seed, rt, loaders, settings, store: Path):
     torch.manual_seed(seed)
-    model = rt.prepare_model(build_teacher(cfg, bundle, name), compile=cfg.compile)
+    model = rt.prepare_model(build_teacher(cfg, bundle, name), compile=cfg.compile, sync_bn=cfg.sync_bn)
     task = Supervised(model, pos_weight_for(cfg, bundle)).to(rt.device)
     fit_cfg = FitConfig(stage=f"teacher {name} (seed {seed})", epochs=cfg.epochs_teacher,
                         lr=cfg.lr_teacher, weight_decay=cfg.weight_decay,
@@ -181,7 +181,8 @@ def train_student(cfg: TrainConfig, bundle: DataBundle, variant: str, teacher: n
                   seed: int, rt: Runtime, loaders: Loaders, settings: dict,
                   models_dir: Path, graphs_dir: Path) -> StageResult:
     torch.manual_seed(seed)
-    student = rt.prepare_model(create_student(cfg.student, pretrained=False), compile=cfg.compile)
+    student = rt.prepare_model(create_student(cfg.student, pretrained=False), compile=cfg.compile,
+                               sync_bn=cfg.sync_bn)
     task = make_task(cfg, bundle, student, variant, teacher).to(rt.device)
     params = trained_params(task)
     if params["projector"]:
