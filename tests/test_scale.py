@@ -1,0 +1,91 @@
+"""Scaling out on CPU: 2-process DDP (gloo) through torchrun, the grid with --jobs 2, and the grid
+on a local Ray instance; re-running each skips finished work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firekd.data.synthetic import SynthConfig
+from firekd.recipes.synth import write_synthetic
+
+pytestmark = pytest.mark.slow
+TINY = ["--epochs_teacher", "2", "--epochs_student", "2", "--no_pretrained", "--img_size", "32",
+        "--num_workers", "0", "--lr_teacher", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scale_data")
+    write_synthetic(SynthConfig(n=160, size=32, seed=9), out)
+    return out / "data.csv"
+
+
+def _firekd(*args, launcher=(), timeout=900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *launcher, "-m", "firekd", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _final(output: Path, run: str, seed: int) -> dict:
+    final = json.loads((output / "metrics" / run / f"seed_{seed}" / "final_evaluation.json").read_text())
+    return {k: v for k, v in final.items() if k != "run"}
+
+
+@pytest.fixture(scope="module")
+def single(data, tmp_path_factory) -> Path:
+    """The reference: the same grid in one process."""
+    out = tmp_path_factory.mktemp("single")
+    _firekd("ablation", "--csv", data, "--output", out, "--teachers", "resnet18", "--variants", "kl_bce", "bce",
+            "--seeds", "1", "2", "--batch_size", "32", *TINY)
+    return out
+
+
+def test_ddp_two_processes_on_cpu_close_to_a_single_process(data, single, tmp_path):
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    args = ["train", "--csv", data, "--output", tmp_path, "--teacher", "resnet18", "--variant", "kl_bce",
+            "--seeds", "1", "--batch_size", "16", *TINY]  # 2 x 16 = the reference's batch of 32
+    proc = _firekd(*args, launcher=torchrun)
+    ddp, ref = _final(tmp_path, "resnet18_kl_bce", 1), _final(single, "resnet18_kl_bce", 1)
+    for model in ("teacher", "student"):
+        assert abs(ddp[model]["f1_macro"] - ref[model]["f1_macro"]) < 0.15, (model, ddp[model], ref[model])
+        assert abs(ddp[model]["auroc_fire"] - ref[model]["auroc_fire"]) < 0.15
+    n_test = json.loads((tmp_path / "metrics/resnet18_kl_bce/seed_1/final_evaluation.json").read_text())["run"]["n_test"]
+    rows = (tmp_path / "metrics/resnet18_kl_bce/seed_1/predictions_student.csv").read_text().splitlines()
+    assert len(rows) - 1 == n_test  # gathered over both ranks, padding removed
+    assert proc.stdout.count("| resnet18_kl_bce | student |") == 1  # only rank 0 reports
+    again = _firekd(*args, launcher=torchrun)
+    assert "already done, skipping" in again.stderr
+
+
+def test_grid_with_two_jobs_matches_the_single_process_grid(data, single, tmp_path):
+    args = ["ablation", "--csv", data, "--output", tmp_path, "--teachers", "resnet18", "--variants",
+            "kl_bce", "bce", "--seeds", "1", "2", "--batch_size", "32", *TINY, "--jobs", "2"]
+    proc = _firekd(*args)
+    assert "grid: 6 job(s) to run" in proc.stderr
+    for run in ("resnet18_kl_bce", "resnet18_bce"):
+        for seed in (1, 2):
+            got, ref = _final(tmp_path, run, seed), _final(single, run, seed)
+            for model in ref:
+                assert got[model]["f1_macro"] == pytest.approx(ref[model]["f1_macro"], abs=0.02)
+        assert json.loads((tmp_path / "metrics" / run / "aggregated_results.json").read_text())["seeds"] == [1, 2]
+    assert len(list((tmp_path / "teachers/resnet18").glob("seed_*"))) == 2
+    assert "grid: 0 job(s) to run" in _firekd(*args).stderr  # resumed: nothing left
+
+
+def test_grid_on_a_local_ray_instance(data, tmp_path):
+    pytest.importorskip("ray", reason="the Ray executor is an optional extra: pip install 'firekd[ray]'")
+    args = ["ablation", "--csv", data, "--output", tmp_path, "--teachers", "resnet18", "--variants", "kl_bce",
+            "bce", "--seeds", "1", "--batch_size", "32", *TINY, "--executor", "ray", "--ray_gpus_per_job", "0"]
+    proc = _firekd(*args)
+    assert "grid: 3 job(s) to run" in proc.stderr
+    for run in ("resnet18_kl_bce", "resnet18_bce"):
+        assert (tmp_path / "metrics" / run / "seed_1" / "final_evaluation.json").is_file()
+    assert "grid: 0 job(s) to run" in _firekd(*args).stderr
