@@ -60,6 +60,7 @@ class TrainConfig:
     retrain_teacher: bool = False
     overwrite: bool = False
     tensorboard: bool = False
+    max_embed_points: int = 2000  # t-SNE/UMAP sample cap per figure; 0: no embedding figures
 
     def to_dict(self) -> dict:
         return asdict(self)

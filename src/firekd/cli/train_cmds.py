@@ -113,6 +113,10 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="bf16 autocast and channels_last on CUDA (default: on; no effect on CPU)")
     g.add_argument("--tensorboard", action="store_true",
                    help="also log every epoch to TensorBoard (in the models folder)")
+    g = p.add_argument_group("figures")
+    g.add_argument("--max_embed_points", type=non_negative_int, default=2000,
+                   help="test samples (a seeded random subset) shown in each t-SNE/UMAP figure; "
+                        "0 skips those figures (default: 2000)")
 
 
 def train_config(args: argparse.Namespace, teachers: list[str], variants: list[str]) -> TrainConfig:
@@ -135,7 +139,7 @@ def train_config(args: argparse.Namespace, teachers: list[str], variants: list[s
         teacher_modalities=args.teacher_modalities, pretrained=not args.no_pretrained,
         teacher_weights=args.teacher_weights, pos_weight=args.pos_weight, device=args.device,
         amp=args.amp, retrain_teacher=args.retrain_teacher, overwrite=args.overwrite,
-        tensorboard=args.tensorboard,
+        tensorboard=args.tensorboard, max_embed_points=args.max_embed_points,
     )
 
 
