@@ -1,17 +1,32 @@
-"""Evaluation stage: thresholds from validation, metrics and per-sample predictions on test."""
+"""Evaluation: thresholds from validation, metrics and per-sample predictions on test; and the
+evaluation of any saved checkpoint on any CSV (`firekd evaluate`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 from firekd import LABELS
+from firekd.checkpoints import build_from_payload, load_payload, load_state
+from firekd.data.checks import check_files
+from firekd.data.csv import ColumnNames, read_records
+from firekd.data.dataset import FileSource, PairedDataset, make_loader
+from firekd.data.images import IRSpec
+from firekd.data.splits import load_split
+from firekd.data.transforms import PairedTransform
 from firekd.engine.loop import Predictions, predict
-from firekd.engine.runtime import Runtime
+from firekd.engine.runtime import Runtime, resolve_device
+from firekd.errors import ConfigError, DataError, ModelError
 from firekd.metrics.classification import best_thresholds, evaluation_scores
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,3 +54,129 @@ def predictions_table(pred: Predictions, rows: np.ndarray, thresholds: np.ndarra
         table[f"{name}_prob"] = np.round(pred.probs[:, k], 6)
         table[f"{name}_pred"] = (pred.probs[:, k] >= thresholds[k]).astype(int)
     return table
+
+
+# --- `firekd evaluate`: any saved model on any CSV -------------------------------------------
+
+@dataclass(frozen=True)
+class Loader:
+    """How to rebuild a checkpoint's model for inference; ``cpu_only`` for int8 kernels."""
+
+    load: Callable[[Path, dict], nn.Module]
+    cpu_only: bool = False
+
+
+def _float_model(path: Path, payload: dict) -> nn.Module:
+    model = build_from_payload(payload)
+    load_state(model, payload["state_dict"], str(path))
+    return model
+
+
+# Checkpoint "kind" -> loader. A new kind of saved model needs one line here.
+CHECKPOINT_LOADERS: dict[str, Loader] = {
+    "teacher": Loader(_float_model),
+    "student": Loader(_float_model),
+}
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `firekd evaluate` was asked; None means 'from the checkpoint's meta'."""
+
+    checkpoint: str
+    csv: str
+    base_path: str | None = None
+    columns: ColumnNames = field(default_factory=ColumnNames)
+    split: str = "all"  # all | train | val | test
+    split_file: str | None = None
+    skip_missing: bool = False
+    img_size: int | None = None
+    ir_channels: str | None = None
+    ir_range: tuple[float, float] | None = None
+    thresholds: tuple[float, float] | None = None
+    batch_size: int = 64
+    num_workers: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class CheckpointEvaluation:
+    metrics: dict[str, float]
+    predictions: pd.DataFrame
+    info: dict  # what was evaluated, on what, with which settings
+
+
+def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict, str, Loader]:
+    """(model in eval mode, meta, kind, loader) for any checkpoint kind in CHECKPOINT_LOADERS."""
+    payload = load_payload(path)
+    kind = payload.get("kind")
+    loader = CHECKPOINT_LOADERS.get(kind)
+    if loader is None:
+        raise ModelError(f"{path}: cannot evaluate a checkpoint of kind '{kind}' "
+                         f"(known: {', '.join(CHECKPOINT_LOADERS)})")
+    return loader.load(Path(path), payload).eval(), payload.get("meta", {}), kind, loader
+
+
+def evaluate_checkpoint(req: EvalRequest) -> CheckpointEvaluation:
+    model, meta, kind, loader = load_checkpoint_model(req.checkpoint)
+    data = meta.get("data", {})
+    img_size = req.img_size or data.get("img_size") or 224
+    needs_ir = getattr(model, "modalities", "rgb") == "rgb+ir"
+    records, spec = _records(req, data, needs_ir)
+    positions = _positions(req, records)
+    device = torch.device("cpu") if loader.cpu_only else resolve_device(req.device)
+    rt = Runtime(device, amp=False, seed=0)
+    dataset = PairedDataset(records, positions, FileSource(records, img_size, spec))
+    test_loader = make_loader(dataset, batch_size=req.batch_size, train=False, num_workers=req.num_workers,
+                              transform=PairedTransform(img_size, train=False, ir_max=spec.max_value))
+    pred = predict(rt.prepare_model(model), test_loader, rt)
+    thresholds, source = _thresholds(req, meta)
+    metrics = evaluation_scores(pred.labels, pred.probs, thresholds=thresholds)
+    info = {"checkpoint": str(req.checkpoint), "kind": kind, "csv": str(req.csv), "split": req.split,
+            "split_file": req.split_file, "n": int(len(positions)), "thresholds": thresholds.tolist(),
+            "thresholds_from": source, "img_size": img_size, "device": str(device),
+            "ir": {"kind": spec.kind, "channels": spec.channels,
+                   "range": list(spec.value_range) if spec.value_range else None}}
+    return CheckpointEvaluation(metrics, predictions_table(pred, dataset.rows, thresholds), info)
+
+
+def _records(req: EvalRequest, data: dict, needs_ir: bool) -> tuple[pd.DataFrame, IRSpec]:
+    """Validated records decoded the way the model was trained (IR settings from the meta)."""
+    records = read_records(req.csv, base_path=req.base_path, columns=req.columns, require_ir=needs_ir)
+    if not needs_ir:
+        records["ir_path"] = None  # an RGB-only model: IR files are neither needed nor checked
+    ir_range = req.ir_range or (tuple(data["ir_range"]) if data.get("ir_range") else None)
+    channels = req.ir_channels or str(data.get("ir_channels") or "auto")
+    records, report = check_files(records, csv_name=str(req.csv), skip_missing=req.skip_missing,
+                                  ir_channels="auto" if channels == "0" else channels, ir_range=ir_range)
+    trained = data.get("ir_kind")
+    if needs_ir and trained and report.ir.kind != trained:
+        log.warning("%s: IR files are %s but the model was trained on %s IR; results may not transfer",
+                    req.csv, report.ir.kind, trained)
+    return records, report.ir
+
+
+def _positions(req: EvalRequest, records: pd.DataFrame) -> np.ndarray:
+    if req.split == "all":
+        return np.arange(len(records))
+    if req.split_file:
+        split = load_split(req.split_file, records).to_numpy()
+    elif "split" in records:
+        split = records["split"].to_numpy()
+    else:
+        raise ConfigError(f"--split {req.split}: {req.csv} has no split column; pass the run's "
+                          "split.csv with --split_file (output/metrics/<run>/split.csv) or use --split all")
+    positions = np.nonzero(split == req.split)[0]
+    if not len(positions):
+        raise DataError(f"--split {req.split}: no rows of {req.csv} are in the {req.split} split")
+    return positions
+
+
+def _thresholds(req: EvalRequest, meta: dict) -> tuple[np.ndarray, str]:
+    if req.thresholds is not None:
+        return np.asarray(req.thresholds, dtype=float), "--thresholds"
+    if meta.get("thresholds") is not None:
+        return np.asarray(meta["thresholds"], dtype=float), "checkpoint (validation-tuned)"
+    log.warning("%s records no validation thresholds; using 0.5 (set them with --thresholds)",
+                req.checkpoint)
+    return np.full(len(LABELS), 0.5), "default 0.5"
