@@ -113,8 +113,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     m, info = result.metrics, result.info
     print(f"{info['kind']} {args.checkpoint} on {info['n']} samples ({args.split}) of {args.csv}, "
           f"thresholds {info['thresholds'][0]:.3f}/{info['thresholds'][1]:.3f} ({info['thresholds_from']})")
-    print(f"  F1 macro {m['f1_macro']:.4f} (bootstrap 95% CI {_num(m['f1_macro_boot_low'])}-"
-          f"{_num(m['f1_macro_boot_high'])}), F1 fire {m['f1_fire']:.4f}, F1 smoke {m['f1_smoke']:.4f}, "
+    print(f"  F1 macro {m['f1_macro']:.4f} (bootstrap 95% CI [{_num(m['f1_macro_boot_low'])}, "
+          f"{_num(m['f1_macro_boot_high'])}]), F1 fire {m['f1_fire']:.4f}, F1 smoke {m['f1_smoke']:.4f}, "
           f"exact-match accuracy {m['accuracy']:.4f}")
     print(f"written: {metrics_path}, {preds_path}")
     return 0

@@ -58,25 +58,36 @@ def predictions_table(pred: Predictions, rows: np.ndarray, thresholds: np.ndarra
 
 # --- `firekd evaluate`: any saved model on any CSV -------------------------------------------
 
+@dataclass
+class Loaded:
+    model: nn.Module
+    meta: dict  # the checkpoint's meta: thresholds, data (img_size, IR decoding)
+    kind: str
+
+
 @dataclass(frozen=True)
 class Loader:
-    """How to rebuild a checkpoint's model for inference; ``cpu_only`` for int8 kernels."""
+    """One format of saved model: ``accepts(path)`` recognises it, ``load(path)`` rebuilds it;
+    ``cpu_only`` for int8 kernels."""
 
-    load: Callable[[Path, dict], nn.Module]
+    load: Callable[[Path], Loaded]
+    accepts: Callable[[Path], bool] = lambda path: True
     cpu_only: bool = False
 
 
-def _float_model(path: Path, payload: dict) -> nn.Module:
+def _firekd_checkpoint(path: Path) -> Loaded:
+    """A ``save_model`` checkpoint (teacher, student, pruned student): config + state dict."""
+    payload = load_payload(path)
     model = build_from_payload(payload)
     load_state(model, payload["state_dict"], str(path))
-    return model
+    return Loaded(model, payload.get("meta", {}), str(payload.get("kind")))
 
 
-# Checkpoint "kind" -> loader. A new kind of saved model needs one line here.
-CHECKPOINT_LOADERS: dict[str, Loader] = {
-    "teacher": Loader(_float_model),
-    "student": Loader(_float_model),
-}
+# Tried in order, the first that accepts the file loads it. Another format of saved model (e.g. the
+# int8 archive) needs one line here, before the catch-all firekd checkpoint.
+CHECKPOINT_LOADERS: list[Loader] = [
+    Loader(_firekd_checkpoint),
+]
 
 
 @dataclass(frozen=True)
@@ -106,19 +117,20 @@ class CheckpointEvaluation:
     info: dict  # what was evaluated, on what, with which settings
 
 
-def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict, str, Loader]:
-    """(model in eval mode, meta, kind, loader) for any checkpoint kind in CHECKPOINT_LOADERS."""
-    payload = load_payload(path)
-    kind = payload.get("kind")
-    loader = CHECKPOINT_LOADERS.get(kind)
-    if loader is None:
-        raise ModelError(f"{path}: cannot evaluate a checkpoint of kind '{kind}' "
-                         f"(known: {', '.join(CHECKPOINT_LOADERS)})")
-    return loader.load(Path(path), payload).eval(), payload.get("meta", {}), kind, loader
+def load_checkpoint_model(path: str | Path) -> tuple[Loaded, Loader]:
+    """The model (in eval mode), meta and kind of any saved model CHECKPOINT_LOADERS knows."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found")
+    loader = next(loader for loader in CHECKPOINT_LOADERS if loader.accepts(path))
+    loaded = loader.load(path)
+    loaded.model.eval()
+    return loaded, loader
 
 
 def evaluate_checkpoint(req: EvalRequest) -> CheckpointEvaluation:
-    model, meta, kind, loader = load_checkpoint_model(req.checkpoint)
+    loaded, loader = load_checkpoint_model(req.checkpoint)
+    model, meta = loaded.model, loaded.meta
     data = meta.get("data", {})
     img_size = req.img_size or data.get("img_size") or 224
     needs_ir = getattr(model, "modalities", "rgb") == "rgb+ir"
@@ -132,7 +144,7 @@ def evaluate_checkpoint(req: EvalRequest) -> CheckpointEvaluation:
     pred = predict(rt.prepare_model(model), test_loader, rt)
     thresholds, source = _thresholds(req, meta)
     metrics = evaluation_scores(pred.labels, pred.probs, thresholds=thresholds)
-    info = {"checkpoint": str(req.checkpoint), "kind": kind, "csv": str(req.csv), "split": req.split,
+    info = {"checkpoint": str(req.checkpoint), "kind": loaded.kind, "csv": str(req.csv), "split": req.split,
             "split_file": req.split_file, "n": int(len(positions)), "thresholds": thresholds.tolist(),
             "thresholds_from": source, "img_size": img_size, "device": str(device),
             "ir": {"kind": spec.kind, "channels": spec.channels,
@@ -176,7 +188,7 @@ def _thresholds(req: EvalRequest, meta: dict) -> tuple[np.ndarray, str]:
     if req.thresholds is not None:
         return np.asarray(req.thresholds, dtype=float), "--thresholds"
     if meta.get("thresholds") is not None:
-        return np.asarray(meta["thresholds"], dtype=float), "checkpoint (validation-tuned)"
+        return np.asarray(meta["thresholds"], dtype=float), "checkpoint, validation-tuned"
     log.warning("%s records no validation thresholds; using 0.5 (set them with --thresholds)",
                 req.checkpoint)
     return np.full(len(LABELS), 0.5), "default 0.5"
