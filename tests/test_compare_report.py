@@ -124,7 +124,7 @@ def test_mcnemar_by_hand(tmp_path: Path):
 
 def test_compare_cli_prints_markdown_and_writes_csv_and_chart(tmp_path: Path, capsys):
     fabricate(tmp_path, teacher="swin_tiny")
-    code, out, err = run_cli(["compare", tmp_path, "--teacher", "swin_tiny"], capsys)
+    code, out, err = run_cli(["compare", tmp_path, "--teacher", "swin-tiny"], capsys)  # an alias
     assert code == 0, err
     assert "| swin_tiny | kl_l2_bce" in out and "0.8175 ± 0.0171" in out
     assert "kl_bce vs bce" in out and "note: Wilcoxon cannot reach" in out

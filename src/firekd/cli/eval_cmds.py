@@ -62,8 +62,8 @@ def register(sub) -> None:
     p.set_defaults(func=run_evaluate)
 
 
-def _out_dir(args: argparse.Namespace, kind: str) -> Path:
-    return Path(args.out) if args.out else Path(args.output) / kind / (args.teacher or "all")
+def _out_dir(args: argparse.Namespace, kind: str, teacher: str) -> Path:
+    return Path(args.out) if args.out else Path(args.output) / kind / (teacher if args.teacher else "all")
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -71,7 +71,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from firekd.reporting.tables import display_table, markdown
 
     cmp = compare(args.output, args.teacher)
-    paths = write_comparison(cmp, _out_dir(args, "comparison"))
+    paths = write_comparison(cmp, _out_dir(args, "comparison", cmp.runs[0].teacher))
     print("## Results on test (mean ± std over seeds; 95% CI: t-interval over seeds)\n")
     print(markdown(display_table(cmp.summary)))
     tests, notes = tests_display(cmp.tests)
@@ -90,7 +90,7 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from firekd.recipes.report import write_report
 
-    files = write_report(args.output, args.teacher, embed=args.embed, out_dir=_out_dir(args, "report"))
+    files = write_report(args.output, args.teacher, embed=args.embed, out_dir=args.out)
     print(f"report: {files['markdown']} and {files['html']}")
     return 0
 

@@ -58,12 +58,22 @@ def find_runs(output: str | Path, teacher: str | None = None) -> list[Run]:
                           "is this the --output of firekd train/ablation?")
     if teacher is None:
         return runs
-    chosen = [r for r in runs if r.teacher == teacher]
+    chosen = [r for r in runs if r.teacher in (teacher, _canonical(teacher))]
     if not chosen:
         found = ", ".join(sorted({r.teacher for r in runs}))
         raise FirekdError(f"--teacher {teacher}: no runs for this teacher in {output}/metrics "
                           f"(teachers found: {found})")
     return chosen
+
+
+def _canonical(teacher: str) -> str:
+    """The registered name of a teacher alias (resnet-152 -> resnet152); unknown names unchanged."""
+    from firekd.models import resolve_teacher_name
+
+    try:
+        return resolve_teacher_name(teacher)
+    except FirekdError:
+        return teacher
 
 
 def _load_run(folder: Path) -> Run:

@@ -49,7 +49,7 @@ def write_report(output: str | Path, teacher: str | None = None, *, embed: bool 
     """Build the report; returns the paths written (report.md, report.html and the comparison files)."""
     output = Path(output)
     cmp = compare(output, teacher)
-    folder = Path(out_dir) if out_dir else output / "report" / (teacher or "all")
+    folder = Path(out_dir) if out_dir else output / "report" / (cmp.runs[0].teacher if teacher else "all")
     files = write_comparison(cmp, folder)
     blocks = build_blocks(output, cmp, folder, files)
     title = f"firekd report: {output.resolve().name}" + (f" ({teacher})" if teacher else "")
@@ -143,12 +143,14 @@ def _flat(d: dict, prefix: str = "") -> dict[str, str]:
 def _config_section(runs: list[Run]) -> list:
     settings = {r.name: _flat(_config(r).get("settings", {})) for r in runs}
     keys = [k for k in SHOWN_SETTINGS if any(k in s for s in settings.values())]
-    shared = [k for k in keys if len({s.get(k) for s in settings.values()}) == 1]
+    # a setting a run does not record (the bce control has no teacher settings) is not a difference
+    shared = [k for k in keys if len({s[k] for s in settings.values() if k in s}) == 1]
     differ = [k for k in keys if k not in shared]
-    first = next(iter(settings.values()))
+    value = {k: next(s[k] for s in settings.values() if k in s) for k in shared}
     blocks: list = [doc.Heading("Configuration"),
-                    doc.Table(pd.DataFrame({"setting": shared, "value": [first.get(k, "") for k in shared]}),
-                              "settings shared by every run (full settings: metrics/<run>/config.json)")]
+                    doc.Table(pd.DataFrame({"setting": shared, "value": [value[k] for k in shared]}),
+                              "settings shared by every run that has them (full settings: "
+                              "metrics/<run>/config.json)")]
     if differ:
         frame = pd.DataFrame([{"run": n, **{k: s.get(k, "") for k in differ}} for n, s in settings.items()])
         blocks.append(doc.Table(frame, "settings that differ between runs"))
