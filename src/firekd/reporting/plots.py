@@ -68,7 +68,7 @@ def embedding_scatter(points: np.ndarray, combos: list[str] | np.ndarray, title:
 def pr_curves(models: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], title: str):
     """Precision-recall per label (one panel each) for ``{model: (y_true, y_score, thresholds)}``;
     the dot marks each model's operating point at its validation-tuned threshold."""
-    fig, axes = plt.subplots(1, len(LABELS), figsize=(11, 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(LABELS), figsize=(11, 5.4), squeeze=False, layout="constrained")
     for k, (ax, label) in enumerate(zip(axes[0], LABELS, strict=True)):
         prevalence = None
         for i, (model, (y_true, y_score, thr)) in enumerate(models.items()):
@@ -88,9 +88,8 @@ def pr_curves(models: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], titl
             ax.axhline(prevalence, color="grey", ls=":", label=f"chance ({prevalence:.2f})")
         ax.set(xlabel="recall", ylabel="precision", title=f"{label}", xlim=(0, 1.01), ylim=(0, 1.03))
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)  # below: curves stay visible
     fig.suptitle(f"{title}\n(dot: operating point at the validation-tuned threshold)")
-    fig.tight_layout()
     return fig
 
 
@@ -99,14 +98,13 @@ def confusion_matrices(counts: dict[str, dict[str, float]], title: str):
     cells show the count and the share of the true class."""
     models = list(counts)
     fig, axes = plt.subplots(len(models), len(LABELS), figsize=(4.2 * len(LABELS), 3.6 * len(models)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for row, model in enumerate(models):
         for col, label in enumerate(LABELS):
             m = np.array([[counts[model][f"tn_{label}"], counts[model][f"fp_{label}"]],
                           [counts[model][f"fn_{label}"], counts[model][f"tp_{label}"]]], dtype=float)
             _matrix(axes[row][col], m, label, f"{model}: {label}")
     fig.suptitle(f"{title}\n(at the validation-tuned thresholds; % of the true class)")
-    fig.tight_layout()
     return fig
 
 
