@@ -99,6 +99,8 @@ def _aggregate_seeds(folder: Path) -> dict:
 def compare(output: str | Path, teacher: str | None = None, metrics=F1_METRICS) -> Comparison:
     runs = sorted(find_runs(output, teacher), key=lambda r: (r.teacher, variant_rank(r.variant)))
     summary = summary_frame({r.name: r.results for r in runs}, metrics)
+    if summary.empty:
+        raise FirekdError(f"{output}: the runs' final_evaluation.json files hold no model results")
     summary["teacher"] = summary["run"].map({r.name: r.teacher for r in runs})
     summary["variant"] = summary["run"].map({r.name: r.variant for r in runs})
     return Comparison(runs, summary, seed_tests(runs, metrics), mcnemar_tests(runs))
