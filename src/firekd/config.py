@@ -71,6 +71,7 @@ class TrainConfig:
     ray_gpus_per_job: float = 1.0
     overwrite: bool = False
     tensorboard: bool = False
+    max_embed_points: int = 2000  # t-SNE/UMAP sample cap per figure; 0: no embedding figures
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -107,8 +107,14 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def save_figure(path: str | Path, fig) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+    """Save and close ``fig`` (pyplot keeps every open figure alive otherwise)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def ensure_writable(folder: str | Path, flag: str = "--output") -> Path:

@@ -73,11 +73,8 @@ def _number(text: str, kind: type):
         raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got '{text}'") from None
 
 
-def add_data_args(p: argparse.ArgumentParser, *, csv_required: bool = True) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--csv", required=csv_required,
-                   help="CSV with columns rgb_path,ir_path,fire,smoke (aliases accepted; "
-                        "optional split and group columns are honoured, others ignored)")
+def add_column_args(g) -> None:
+    """--base_path, the column-name flags and --skip_missing (shared by every command reading a CSV)."""
     g.add_argument("--base_path", default=None,
                    help="folder that relative image paths start from (default: the CSV's folder)")
     g.add_argument("--rgb_col", help="name of the RGB path column (default: found by alias)")
@@ -89,6 +86,19 @@ def add_data_args(p: argparse.ArgumentParser, *, csv_required: bool = True) -> N
     g.add_argument("--skip_missing", action="store_true",
                    help="drop rows whose images are missing or unreadable (with a warning) "
                         "instead of stopping")
+
+
+def column_names(args: argparse.Namespace) -> ColumnNames:
+    return ColumnNames(args.rgb_col, args.ir_col, args.fire_col, args.smoke_col, args.split_col,
+                       args.group_col)
+
+
+def add_data_args(p: argparse.ArgumentParser, *, csv_required: bool = True) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--csv", required=csv_required,
+                   help="CSV with columns rgb_path,ir_path,fire,smoke (aliases accepted; "
+                        "optional split and group columns are honoured, others ignored)")
+    add_column_args(g)
     g.add_argument("--img_size", type=image_size, default=224,
                    help="training image size in pixels, a multiple of 32; RGB and IR are both "
                         "resized to it (default: 224)")
@@ -128,8 +138,7 @@ def data_config(args: argparse.Namespace, *, require_ir: bool = True) -> DataCon
     return DataConfig(
         csv=args.csv,
         base_path=args.base_path,
-        columns=ColumnNames(args.rgb_col, args.ir_col, args.fire_col, args.smoke_col,
-                            args.split_col, args.group_col),
+        columns=column_names(args),
         skip_missing=args.skip_missing,
         split=args.split,
         split_ratios=tuple(args.split_ratios),

@@ -150,6 +150,10 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                         "long runs; the first epoch pays the compile time)")
     g.add_argument("--tensorboard", action="store_true",
                    help="also log every epoch to TensorBoard (in the models folder)")
+    g = p.add_argument_group("figures")
+    g.add_argument("--max_embed_points", type=non_negative_int, default=2000,
+                   help="test samples (a seeded random subset) shown in each t-SNE/UMAP figure; "
+                        "0 skips those figures (default: 2000)")
 
 
 def train_config(args: argparse.Namespace, teachers: list[str], variants: list[str]) -> TrainConfig:
@@ -172,7 +176,8 @@ def train_config(args: argparse.Namespace, teachers: list[str], variants: list[s
         teacher_modalities=args.teacher_modalities, pretrained=not args.no_pretrained,
         teacher_weights=args.teacher_weights, pos_weight=args.pos_weight, device=args.device,
         amp=args.amp, retrain_teacher=args.retrain_teacher, overwrite=args.overwrite,
-        tensorboard=args.tensorboard, teacher_reuse=not args.no_teacher_reuse, compile=args.compile,
+        tensorboard=args.tensorboard, max_embed_points=args.max_embed_points,
+        teacher_reuse=not args.no_teacher_reuse, compile=args.compile,
         teacher_only=args.teacher_only, sync_bn=args.sync_bn, jobs=getattr(args, "jobs", 1),
         gpus=getattr(args, "gpus", ()), executor=getattr(args, "executor", "local"),
         ray_address=getattr(args, "ray_address", None),

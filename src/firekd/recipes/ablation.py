@@ -22,6 +22,7 @@ from firekd.kd.variants import uses_teacher
 from firekd.metrics.stats import aggregate_runs
 from firekd.recipes.common import data_fingerprint, make_runtime, stable_hash
 from firekd.recipes.data import DataBundle, load_data, open_cache
+from firekd.recipes.figures import EMBEDDED_MODELS, write_embedding_figures, write_metric_figures
 from firekd.recipes.train import (
     StageResult,
     obtain_teacher,
@@ -31,13 +32,14 @@ from firekd.recipes.train import (
     write_predictions,
     write_teacher_outputs,
 )
+from firekd.reporting.tables import F1_METRICS, display_table, markdown, summary_frame
 from firekd.rundir import RunDir, environment
 
 log = logging.getLogger(__name__)
 RUN_KEYS_IGNORED = ("seeds", "teachers", "variants", "num_workers", "device", "overwrite",
                     "retrain_teacher", "tensorboard", "output", "teacher_reuse", "compile",
                     "teacher_only", "jobs", "gpus", "executor", "ray_address", "ray_gpus_per_job",
-                    "sync_bn")
+                    "sync_bn", "max_embed_points")
 TEACHER_KEYS = ("epochs_teacher", "lr_teacher", "patience_teacher", "teacher_modalities", "pretrained",
                 "teacher_weights", "kd_temperature")  # irrelevant to the student-alone control
 
@@ -78,6 +80,7 @@ def _start_run(run: RunDir, cfg: TrainConfig, bundle: DataBundle, teacher: str, 
     write_json(run.metrics / "config.json", {"settings": settings, "resolved": cfg.to_dict()})
     write_json(run.metrics / "environment.json", environment())
     write_csv(run.metrics / "split.csv", bundle.split_table())
+    write_csv(run.metrics / "data_summary.csv", bundle.summary().reset_index())  # for `firekd report`
 
 
 @dataclass
@@ -188,7 +191,8 @@ def _run_seed(cfg: TrainConfig, bundle: DataBundle, data_fp: str, teacher_name: 
         if teacher:
             write_teacher_outputs(teacher, dirs)
             models = {"teacher": teacher, **models}
-        _write_seed_outputs(run, dirs, seed, variant, models, student, hashes[variant], bundle)
+        _write_seed_outputs(run, dirs, seed, variant, models, student, hashes[variant], bundle,
+                            cfg.max_embed_points)
         log.info("%s seed %d: done in %.0fs, student f1_macro %.4f", run.name, seed,
                  time.perf_counter() - t0, student.evaluation.metrics["f1_macro"])
     teachers.clear()
@@ -215,8 +219,9 @@ def _own_teacher(cfg: TrainConfig, variant: str) -> str | None:
 
 
 def _write_seed_outputs(run: RunDir, dirs, seed: int, variant: str, models: dict, student,
-                        settings_hash: str, bundle: DataBundle) -> None:
+                        settings_hash: str, bundle: DataBundle, max_embed_points: int = 0) -> None:
     metrics_dir = dirs[0]
+    _write_seed_figures(run, dirs[2], seed, variant, models, max_embed_points)
     write_json(metrics_dir / "student_train_log.json", student.train_log)
     rows = bundle.dataset("test").rows
     for name, stage in models.items():
@@ -229,6 +234,23 @@ def _write_seed_outputs(run: RunDir, dirs, seed: int, variant: str, models: dict
     write_json(metrics_dir / "final_evaluation.json", final)  # written last: the seed is done
 
 
+def _write_seed_figures(run: RunDir, graphs_dir, seed: int, variant: str, models: dict,
+                        max_embed_points: int) -> None:
+    title = f"{run.name}, seed {seed}"
+    write_metric_figures(graphs_dir, {name: stage.evaluation for name, stage in models.items()}, title)
+    teacher_name = run.name[: -len(variant) - 1]
+    for name in EMBEDDED_MODELS:
+        if name not in models:
+            continue
+        stage = models[name]
+        shared = name == "teacher"  # one teacher serves every variant: project it once
+        write_embedding_figures(
+            graphs_dir, name, stage.evaluation,
+            f"teacher {teacher_name}, seed {seed}" if shared else title,
+            max_points=max_embed_points, seed=seed,
+            cache_dir=stage.folder / f"figures_max{max_embed_points}" if shared else None)
+
+
 def _aggregate(run: RunDir) -> dict:
     per_seed = {}
     for path in sorted(run.metrics.glob("seed_*/final_evaluation.json")):
@@ -239,24 +261,9 @@ def _aggregate(run: RunDir) -> dict:
     return aggregated
 
 
-def results_table(results: dict[str, dict], metrics=("f1_macro", "f1_fire", "f1_smoke")) -> str:
-    """Markdown table: run x model, mean +- std of each metric."""
-    lines = ["| run | model | n | " + " | ".join(metrics) + " |",
-             "|---|---|---|" + "---|" * len(metrics)]
-    for name, agg in results.items():
-        for model in ("teacher", "student", "student_quantized", "student_pruned"):
-            if model not in agg:
-                continue
-            cells = [_pm(agg[model].get(m)) for m in metrics]
-            n = agg[model][metrics[0]]["n"] if metrics[0] in agg[model] else 0
-            lines.append(f"| {name} | {model} | {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _pm(summary: dict | None) -> str:
-    if not summary or summary["mean"] is None:
-        return "n/a"
-    if summary["std"] is None:
-        return f"{summary['mean']:.4f}"
-    return f"{summary['mean']:.4f} ± {summary['std']:.4f}"
+def results_table(results: dict[str, dict], metrics=F1_METRICS) -> str:
+    """Markdown comparison table: variant x model, mean ± std over seeds (and efficiency when
+    measured); `firekd compare` adds CIs and significance tests."""
+    frame = summary_frame(results, metrics)
+    return markdown(display_table(frame, metrics, ci=False)) if not frame.empty else "(no results)"
 

@@ -54,19 +54,21 @@ class DataBundle:
 
     def summary(self) -> pd.DataFrame:
         """Counts per split (rows) and label combination (columns)."""
-        combos = pd.Categorical(
-            np.asarray(COMBO_NAMES)[label_combination(self.records["fire"], self.records["smoke"])],
-            categories=COMBO_NAMES)
-        split = pd.Categorical(self.records["split_assigned"], categories=SPLITS)
-        table = pd.crosstab(split, combos, dropna=False)
-        table["total"] = table.sum(axis=1)
-        table.loc["all"] = table.sum(axis=0)
-        table.index.name, table.columns.name = "split", None
-        return table
+        return split_summary(self.records["fire"], self.records["smoke"], self.records["split_assigned"])
 
     def split_table(self) -> pd.DataFrame:
         return self.records[["row", "rgb_path", "split_assigned"]].rename(
             columns={"split_assigned": "split"})
+
+
+def split_summary(fire, smoke, split) -> pd.DataFrame:
+    """Counts per split (rows, plus "all") and label combination (columns, plus "total")."""
+    combos = pd.Categorical(np.asarray(COMBO_NAMES)[label_combination(fire, smoke)], categories=COMBO_NAMES)
+    table = pd.crosstab(pd.Categorical(np.asarray(split), categories=SPLITS), combos, dropna=False)
+    table["total"] = table.sum(axis=1)
+    table.loc["all"] = table.sum(axis=0)
+    table.index.name, table.columns.name = "split", None
+    return table
 
 
 def load_data(config: DataConfig) -> DataBundle:

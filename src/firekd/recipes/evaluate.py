@@ -1,17 +1,32 @@
-"""Evaluation stage: thresholds from validation, metrics and per-sample predictions on test."""
+"""Evaluation: thresholds from validation, metrics and per-sample predictions on test; and the
+evaluation of any saved checkpoint on any CSV (`firekd evaluate`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 from firekd import LABELS
+from firekd.checkpoints import build_from_payload, load_payload, load_state
+from firekd.data.checks import check_files
+from firekd.data.csv import ColumnNames, read_records
+from firekd.data.dataset import FileSource, PairedDataset, make_loader
+from firekd.data.images import IRSpec
+from firekd.data.splits import load_split
+from firekd.data.transforms import PairedTransform
 from firekd.engine.loop import Predictions, predict
-from firekd.engine.runtime import Runtime
+from firekd.engine.runtime import Runtime, resolve_device
+from firekd.errors import ConfigError, DataError, ModelError
 from firekd.metrics.classification import best_thresholds, evaluation_scores
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,3 +54,141 @@ def predictions_table(pred: Predictions, rows: np.ndarray, thresholds: np.ndarra
         table[f"{name}_prob"] = np.round(pred.probs[:, k], 6)
         table[f"{name}_pred"] = (pred.probs[:, k] >= thresholds[k]).astype(int)
     return table
+
+
+# --- `firekd evaluate`: any saved model on any CSV -------------------------------------------
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    meta: dict  # the checkpoint's meta: thresholds, data (img_size, IR decoding)
+    kind: str
+
+
+@dataclass(frozen=True)
+class Loader:
+    """One format of saved model: ``accepts(path)`` recognises it, ``load(path)`` rebuilds it;
+    ``cpu_only`` for int8 kernels."""
+
+    load: Callable[[Path], Loaded]
+    accepts: Callable[[Path], bool] = lambda path: True
+    cpu_only: bool = False
+
+
+def _firekd_checkpoint(path: Path) -> Loaded:
+    """A ``save_model`` checkpoint (teacher, student, pruned student): config + state dict."""
+    payload = load_payload(path)
+    model = build_from_payload(payload)
+    load_state(model, payload["state_dict"], str(path))
+    return Loaded(model, payload.get("meta", {}), str(payload.get("kind")))
+
+
+# Tried in order, the first that accepts the file loads it. Another format of saved model (e.g. the
+# int8 archive) needs one line here, before the catch-all firekd checkpoint.
+CHECKPOINT_LOADERS: list[Loader] = [
+    Loader(_firekd_checkpoint),
+]
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `firekd evaluate` was asked; None means 'from the checkpoint's meta'."""
+
+    checkpoint: str
+    csv: str
+    base_path: str | None = None
+    columns: ColumnNames = field(default_factory=ColumnNames)
+    split: str = "all"  # all | train | val | test
+    split_file: str | None = None
+    skip_missing: bool = False
+    img_size: int | None = None
+    ir_channels: str | None = None
+    ir_range: tuple[float, float] | None = None
+    thresholds: tuple[float, float] | None = None
+    batch_size: int = 64
+    num_workers: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class CheckpointEvaluation:
+    metrics: dict[str, float]
+    predictions: pd.DataFrame
+    info: dict  # what was evaluated, on what, with which settings
+
+
+def load_checkpoint_model(path: str | Path) -> tuple[Loaded, Loader]:
+    """The model (in eval mode), meta and kind of any saved model CHECKPOINT_LOADERS knows."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found")
+    loader = next(loader for loader in CHECKPOINT_LOADERS if loader.accepts(path))
+    loaded = loader.load(path)
+    loaded.model.eval()
+    return loaded, loader
+
+
+def evaluate_checkpoint(req: EvalRequest) -> CheckpointEvaluation:
+    loaded, loader = load_checkpoint_model(req.checkpoint)
+    model, meta = loaded.model, loaded.meta
+    data = meta.get("data", {})
+    img_size = req.img_size or data.get("img_size") or 224
+    needs_ir = getattr(model, "modalities", "rgb") == "rgb+ir"
+    records, spec = _records(req, data, needs_ir)
+    positions = _positions(req, records)
+    device = torch.device("cpu") if loader.cpu_only else resolve_device(req.device)
+    rt = Runtime(device, amp=False, seed=0)
+    dataset = PairedDataset(records, positions, FileSource(records, img_size, spec))
+    test_loader = make_loader(dataset, batch_size=req.batch_size, train=False, num_workers=req.num_workers,
+                              transform=PairedTransform(img_size, train=False, ir_max=spec.max_value))
+    pred = predict(rt.prepare_model(model), test_loader, rt)
+    thresholds, source = _thresholds(req, meta)
+    metrics = evaluation_scores(pred.labels, pred.probs, thresholds=thresholds)
+    info = {"checkpoint": str(req.checkpoint), "kind": loaded.kind, "csv": str(req.csv), "split": req.split,
+            "split_file": req.split_file, "n": int(len(positions)), "thresholds": thresholds.tolist(),
+            "thresholds_from": source, "img_size": img_size, "device": str(device),
+            "ir": {"kind": spec.kind, "channels": spec.channels,
+                   "range": list(spec.value_range) if spec.value_range else None}}
+    return CheckpointEvaluation(metrics, predictions_table(pred, dataset.rows, thresholds), info)
+
+
+def _records(req: EvalRequest, data: dict, needs_ir: bool) -> tuple[pd.DataFrame, IRSpec]:
+    """Validated records decoded the way the model was trained (IR settings from the meta)."""
+    records = read_records(req.csv, base_path=req.base_path, columns=req.columns, require_ir=needs_ir)
+    if not needs_ir:
+        records["ir_path"] = None  # an RGB-only model: IR files are neither needed nor checked
+    ir_range = req.ir_range or (tuple(data["ir_range"]) if data.get("ir_range") else None)
+    channels = req.ir_channels or str(data.get("ir_channels") or "auto")
+    records, report = check_files(records, csv_name=str(req.csv), skip_missing=req.skip_missing,
+                                  ir_channels="auto" if channels == "0" else channels, ir_range=ir_range)
+    trained = data.get("ir_kind")
+    if needs_ir and trained and report.ir.kind != trained:
+        log.warning("%s: IR files are %s but the model was trained on %s IR; results may not transfer",
+                    req.csv, report.ir.kind, trained)
+    return records, report.ir
+
+
+def _positions(req: EvalRequest, records: pd.DataFrame) -> np.ndarray:
+    if req.split == "all":
+        return np.arange(len(records))
+    if req.split_file:
+        split = load_split(req.split_file, records).to_numpy()
+    elif "split" in records:
+        split = records["split"].to_numpy()
+    else:
+        raise ConfigError(f"--split {req.split}: {req.csv} has no split column; pass the run's "
+                          "split.csv with --split_file (output/metrics/<run>/split.csv) or use --split all")
+    positions = np.nonzero(split == req.split)[0]
+    if not len(positions):
+        raise DataError(f"--split {req.split}: no rows of {req.csv} are in the {req.split} split")
+    return positions
+
+
+def _thresholds(req: EvalRequest, meta: dict) -> tuple[np.ndarray, str]:
+    if req.thresholds is not None:
+        return np.asarray(req.thresholds, dtype=float), "--thresholds"
+    if meta.get("thresholds") is not None:
+        return np.asarray(meta["thresholds"], dtype=float), "checkpoint, validation-tuned"
+    log.warning("%s records no validation thresholds; using 0.5 (set them with --thresholds)",
+                req.checkpoint)
+    return np.full(len(LABELS), 0.5), "default 0.5"

@@ -1,0 +1,124 @@
+"""Evaluation commands: compare (tables + tests), report (markdown + HTML), evaluate (a checkpoint)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from firekd.cli.args import add_column_args, column_names, image_size, positive_int, unit_fraction
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="results table and significance tests over an output folder",
+                       description="Table of loss variants (with the bce control) x models: mean ± std "
+                       "and 95%% CI over seeds of F1 macro/fire/smoke, plus size and latency when "
+                       "measured; paired t-test and Wilcoxon across seeds between variants; McNemar "
+                       "teacher vs student per label. Prints markdown; writes CSVs and a bar chart "
+                       "to OUTPUT/comparison/<teacher or all>/ (see --out).")
+    p.add_argument("output", metavar="OUTPUT", help="the --output folder of firekd train/ablation")
+    p.add_argument("--teacher", default=None, help="only this teacher's runs (default: all)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where to write the CSVs and the chart (default: OUTPUT/comparison/<teacher or all>)")
+    p.set_defaults(func=run_compare)
+
+    p = sub.add_parser("report", help="write report.md and report.html for an output folder",
+                       description="A readable report: data summary, configuration, results table, "
+                       "statistical tests and every run's figures. Written to "
+                       "OUTPUT/report/<teacher or all>/ with relative links to OUTPUT/graphs.")
+    p.add_argument("output", metavar="OUTPUT", help="the --output folder of firekd train/ablation")
+    p.add_argument("--teacher", default=None, help="only this teacher's runs (default: all)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="report folder (default: OUTPUT/report/<teacher or all>)")
+    p.add_argument("--embed", action="store_true",
+                   help="embed the figures in report.html (one file to share; larger)")
+    p.set_defaults(func=run_report)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a CSV",
+                       description="Evaluate any saved checkpoint (teacher, student, ...) on any CSV "
+                       "with labels. Image size and IR decoding come from the checkpoint's training "
+                       "data settings, the decision thresholds from its validation, unless overridden. "
+                       "Writes the metrics as JSON and one line of predictions per sample.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a *_best.pth (or compressed) model")
+    p.add_argument("--csv", required=True, help="CSV with rgb_path[,ir_path],fire,smoke")
+    add_column_args(p.add_argument_group("data"))
+    p.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
+                   help="rows to evaluate: all, or one split taken from --split_file or else the "
+                        "CSV's split column (default: all). To reproduce a run's test metrics: "
+                        "--split test --split_file OUTPUT/metrics/<run>/split.csv")
+    p.add_argument("--split_file", default=None, help="a split.csv written by a run (row,split columns)")
+    p.add_argument("--thresholds", type=unit_fraction, nargs=2, metavar=("FIRE", "SMOKE"), default=None,
+                   help="decision thresholds (default: the checkpoint's validation-tuned ones)")
+    p.add_argument("--img_size", type=image_size, default=None,
+                   help="input size in pixels (default: the training size recorded in the checkpoint)")
+    p.add_argument("--ir_channels", choices=("1", "3"), default=None,
+                   help="IR channels (default: as in training)")
+    p.add_argument("--ir_range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="16-bit/radiometric IR range mapped to [0, 1] (default: as in training)")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="batch size (default: 64)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--out", default="evaluation", metavar="DIR",
+                   help="folder for <checkpoint>_<csv>_<split>.json (metrics) and "
+                        "..._predictions.csv (default: ./evaluation)")
+    p.set_defaults(func=run_evaluate)
+
+
+def _out_dir(args: argparse.Namespace, kind: str, teacher: str) -> Path:
+    return Path(args.out) if args.out else Path(args.output) / kind / (teacher if args.teacher else "all")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from firekd.recipes.compare import compare, mcnemar_summary, tests_display, write_comparison
+    from firekd.reporting.tables import display_table, markdown
+
+    cmp = compare(args.output, args.teacher)
+    paths = write_comparison(cmp, _out_dir(args, "comparison", cmp.runs[0].teacher))
+    print("## Results on test (mean ± std over seeds; 95% CI: t-interval over seeds)\n")
+    print(markdown(display_table(cmp.summary)))
+    tests, notes = tests_display(cmp.tests)
+    print("\n## Paired tests across seeds (two-sided; in brackets: Holm-adjusted p)\n")
+    print(markdown(tests) if not tests.empty else "(no pairs of variants to compare)")
+    for note in notes:
+        print(f"note: {note}")
+    print("\n## Teacher vs student per sample: exact McNemar per seed "
+          "(b: only the teacher right, c: only the other model right)\n")
+    mc = mcnemar_summary(cmp.mcnemar)
+    print(markdown(mc) if not mc.empty else "(no run has teacher predictions)")
+    print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from firekd.recipes.report import write_report
+
+    files = write_report(args.output, args.teacher, embed=args.embed, out_dir=args.out)
+    print(f"report: {files['markdown']} and {files['html']}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from firekd.io import write_csv, write_json
+    from firekd.recipes.evaluate import EvalRequest, evaluate_checkpoint
+
+    req = EvalRequest(checkpoint=args.checkpoint, csv=args.csv, base_path=args.base_path,
+                      columns=column_names(args), split=args.split, split_file=args.split_file,
+                      skip_missing=args.skip_missing, img_size=args.img_size, ir_channels=args.ir_channels,
+                      ir_range=tuple(args.ir_range) if args.ir_range else None,
+                      thresholds=tuple(args.thresholds) if args.thresholds else None,
+                      batch_size=args.batch_size, device=args.device)
+    result = evaluate_checkpoint(req)
+    stem = f"{Path(args.checkpoint).stem}_{Path(args.csv).stem}_{args.split}"
+    metrics_path, preds_path = Path(args.out) / f"{stem}.json", Path(args.out) / f"{stem}_predictions.csv"
+    write_json(metrics_path, {"evaluated": result.info, "metrics": result.metrics})
+    write_csv(preds_path, result.predictions)
+    m, info = result.metrics, result.info
+    print(f"{info['kind']} {args.checkpoint} on {info['n']} samples ({args.split}) of {args.csv}, "
+          f"thresholds {info['thresholds'][0]:.3f}/{info['thresholds'][1]:.3f} ({info['thresholds_from']})")
+    print(f"  F1 macro {m['f1_macro']:.4f} (bootstrap 95% CI [{_num(m['f1_macro_boot_low'])}, "
+          f"{_num(m['f1_macro_boot_high'])}]), F1 fire {m['f1_fire']:.4f}, F1 smoke {m['f1_smoke']:.4f}, "
+          f"exact-match accuracy {m['accuracy']:.4f}")
+    print(f"written: {metrics_path}, {preds_path}")
+    return 0
+
+
+def _num(value: float) -> str:
+    return "n/a" if value != value else f"{value:.4f}"  # NaN on an empty set

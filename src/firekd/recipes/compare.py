@@ -1,0 +1,239 @@
+"""`firekd compare`: the results table, significance tests across seeds and McNemar tests on
+per-sample predictions, from an output tree. Tolerant of runs without a teacher (`bce`), of
+models that only some runs have (compressed students) and of metrics that may be absent."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from firekd import LABELS
+from firekd.errors import FirekdError
+from firekd.io import read_json, save_figure, write_csv
+from firekd.kd.variants import CONTROL
+from firekd.metrics.stats import aggregate_runs, holm, mcnemar_exact, paired_tests
+from firekd.reporting import plots
+from firekd.reporting.tables import F1_METRICS, model_order, split_run_name, summary_frame, variant_rank
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    name: str
+    teacher: str
+    variant: str
+    folder: Path  # output/metrics/{name}
+    results: dict  # aggregated_results.json
+
+    def seed_values(self, model: str, metric: str) -> dict[int, float | None]:
+        summary = self.results.get(model, {}).get(metric)
+        if not summary:
+            return {}
+        return dict(zip(self.results["seeds"], summary["values"], strict=True))
+
+
+@dataclass
+class Comparison:
+    runs: list[Run]
+    summary: pd.DataFrame  # one row per (run, model): n, mean/std/CI per metric, efficiency
+    tests: pd.DataFrame  # paired tests between variants, per teacher, model and metric
+    mcnemar: pd.DataFrame  # teacher vs each other model, per run, seed and label
+
+
+def find_runs(output: str | Path, teacher: str | None = None) -> list[Run]:
+    """Every run folder under ``output/metrics`` with results; one clear error when there are none."""
+    output = Path(output)
+    if not output.is_dir():
+        raise FirekdError(f"{output}: output folder not found")
+    folders = sorted(p.parent.parent for p in (output / "metrics").glob("*/seed_*/final_evaluation.json"))
+    runs = [_load_run(folder) for folder in dict.fromkeys(folders)]
+    if not runs:
+        raise FirekdError(f"{output}: no finished runs (no metrics/*/seed_*/final_evaluation.json); "
+                          "is this the --output of firekd train/ablation?")
+    if teacher is None:
+        return runs
+    chosen = [r for r in runs if r.teacher in (teacher, _canonical(teacher))]
+    if not chosen:
+        found = ", ".join(sorted({r.teacher for r in runs}))
+        raise FirekdError(f"--teacher {teacher}: no runs for this teacher in {output}/metrics "
+                          f"(teachers found: {found})")
+    return chosen
+
+
+def _canonical(teacher: str) -> str:
+    """The registered name of a teacher alias (resnet-152 -> resnet152); unknown names unchanged."""
+    from firekd.models import resolve_teacher_name
+
+    try:
+        return resolve_teacher_name(teacher)
+    except FirekdError:
+        return teacher
+
+
+def _load_run(folder: Path) -> Run:
+    config = folder / "config.json"
+    settings = read_json(config).get("settings", {}) if config.exists() else {}
+    teacher, variant = split_run_name(folder.name)
+    teacher, variant = settings.get("teacher", teacher), settings.get("variant", variant)
+    agg_path = folder / "aggregated_results.json"
+    results = read_json(agg_path) if agg_path.exists() else _aggregate_seeds(folder)
+    return Run(folder.name, teacher, variant, folder, results)
+
+
+def _aggregate_seeds(folder: Path) -> dict:
+    """A run without aggregated_results.json (interrupted): aggregate its finished seeds in memory."""
+    per_seed = {}
+    for path in sorted(folder.glob("seed_*/final_evaluation.json")):
+        final = read_json(path)
+        seed = final.get("run", {}).get("seed", path.parent.name.removeprefix("seed_"))
+        per_seed[int(seed)] = {k: v for k, v in final.items() if k != "run"}
+    return aggregate_runs(per_seed)
+
+
+def compare(output: str | Path, teacher: str | None = None, metrics=F1_METRICS) -> Comparison:
+    runs = sorted(find_runs(output, teacher), key=lambda r: (r.teacher, variant_rank(r.variant)))
+    summary = summary_frame({r.name: r.results for r in runs}, metrics)
+    if summary.empty:
+        raise FirekdError(f"{output}: the runs' final_evaluation.json files hold no model results")
+    summary["teacher"] = summary["run"].map({r.name: r.teacher for r in runs})
+    summary["variant"] = summary["run"].map({r.name: r.variant for r in runs})
+    return Comparison(runs, summary, seed_tests(runs, metrics), mcnemar_tests(runs))
+
+
+def seed_tests(runs: list[Run], metrics=F1_METRICS) -> pd.DataFrame:
+    """Paired (by seed) t-test and Wilcoxon for every pair of variants of a teacher, for every
+    model both runs have except the (shared) teacher; each KD variant against the `bce` control
+    first. Holm-adjusted p-values within each (teacher, model, metric) family."""
+    rows = []
+    for teacher in dict.fromkeys(r.teacher for r in runs):
+        mine = sorted((r for r in runs if r.teacher == teacher), key=lambda r: variant_rank(r.variant))
+        for a, b in _pairs(mine):
+            models = [m for m in model_order(a.results)
+                      if m != "teacher" and isinstance(b.results.get(m), dict)]
+            for model, metric in itertools.product(models, metrics):
+                rows.append(_test_row(a, b, model, metric))
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    for column in ("p_ttest", "p_wilcoxon"):
+        frame[column] = frame[column].astype(float)
+        adjusted = pd.Series(np.nan, index=frame.index)
+        for idx in frame.groupby(["teacher", "model", "metric"]).groups.values():
+            family = holm([None if pd.isna(v) else float(v) for v in frame.loc[idx, column]])
+            adjusted[idx] = [np.nan if v is None else v for v in family]
+        frame[f"{column}_holm"] = adjusted
+    return frame
+
+
+def _pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    control = [r for r in runs if r.variant == CONTROL]
+    kd = [r for r in runs if r.variant != CONTROL]
+    return [(r, c) for r in kd for c in control] + list(itertools.combinations(kd, 2))
+
+
+def _test_row(a: Run, b: Run, model: str, metric: str) -> dict:
+    va, vb = a.seed_values(model, metric), b.seed_values(model, metric)
+    seeds = sorted(set(va) & set(vb))
+    res = paired_tests([va[s] for s in seeds], [vb[s] for s in seeds])
+    return {"teacher": a.teacher, "model": model, "metric": metric, "a": a.variant, "b": b.variant,
+            "kind": "vs control" if b.variant == CONTROL else "between variants",
+            "seeds": " ".join(map(str, seeds)),
+            "mean_a": _mean(va, seeds), "mean_b": _mean(vb, seeds), **res}
+
+
+def _mean(values: dict, seeds: list[int]) -> float:
+    finite = [values[s] for s in seeds if values[s] is not None]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def mcnemar_tests(runs: list[Run]) -> pd.DataFrame:
+    """Teacher vs every other model of a run, per seed and label, on the per-sample decisions."""
+    rows = []
+    for run in runs:
+        for folder in sorted(run.folder.glob("seed_*"), key=lambda p: _seed_of(p)):
+            teacher_csv = folder / "predictions_teacher.csv"
+            if not teacher_csv.exists():
+                continue
+            teacher = pd.read_csv(teacher_csv)
+            models = [p.stem.removeprefix("predictions_") for p in folder.glob("predictions_*.csv")]
+            for model in model_order(models):
+                if model != "teacher":
+                    rows.extend(_mcnemar_rows(run, _seed_of(folder), teacher,
+                                              pd.read_csv(folder / f"predictions_{model}.csv"), model))
+    return pd.DataFrame(rows)
+
+
+def _seed_of(folder: Path) -> int:
+    suffix = folder.name.removeprefix("seed_")
+    return int(suffix) if suffix.lstrip("-").isdigit() else 0
+
+
+def _mcnemar_rows(run: Run, seed: int, teacher: pd.DataFrame, other: pd.DataFrame, model: str) -> list[dict]:
+    both = teacher.merge(other, on="row", suffixes=("_t", "_o"))  # same test samples, by CSV line
+    rows = []
+    for label in LABELS:
+        truth = both[f"{label}_true_t"].to_numpy()
+        res = mcnemar_exact(both[f"{label}_pred_t"].to_numpy() == truth,
+                            both[f"{label}_pred_o"].to_numpy() == truth)
+        rows.append({"run": run.name, "teacher": run.teacher, "variant": run.variant, "seed": seed,
+                     "model": model, "label": label, **res})
+    return rows
+
+
+def mcnemar_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One line per (run, model, label): discordant counts and p per seed."""
+    if frame.empty:
+        return frame
+    rows = []
+    for (run, model, label), g in frame.groupby(["run", "model", "label"], sort=False):
+        rows.append({"run": run, "model": f"teacher vs {model}", "label": label, "seeds": len(g),
+                     "b / c per seed": ", ".join(f"{b}/{c}" for b, c in zip(g["b"], g["c"], strict=True)),
+                     "p per seed": ", ".join(f"{p:.3g}" for p in g["p_mcnemar"]),
+                     "p < 0.05": f"{int((g['p_mcnemar'] < 0.05).sum())} of {len(g)}"})
+    return pd.DataFrame(rows)
+
+
+def tests_display(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Readable tests table and the distinct small-n notes (printed once, not on every row)."""
+    if frame.empty:
+        return frame, []
+    out = pd.DataFrame({
+        "teacher": frame["teacher"], "model": frame["model"],
+        "comparison": frame["a"] + " vs " + frame["b"], "metric": frame["metric"], "n": frame["n"],
+        "diff a-b [95% CI]": [_diff(r) for r in frame.itertuples()],
+        "t-test p (Holm)": [_p(p, h) for p, h in zip(frame["p_ttest"], frame["p_ttest_holm"], strict=True)],
+        "Wilcoxon p (Holm)": [_p(p, h) for p, h in zip(frame["p_wilcoxon"], frame["p_wilcoxon_holm"],
+                                                         strict=True)],
+    })
+    notes = [n for n in dict.fromkeys(frame["note"]) if n]
+    return out, notes
+
+
+def _diff(r) -> str:
+    if pd.isna(r.mean_diff):
+        return "n/a"
+    if pd.isna(r.diff_ci_low):
+        return f"{r.mean_diff:+.4f}"
+    return f"{r.mean_diff:+.4f} [{r.diff_ci_low:+.4f}, {r.diff_ci_high:+.4f}]"
+
+
+def _p(p, adjusted) -> str:
+    return "n/a" if pd.isna(p) else f"{p:.3g} ({adjusted:.3g})"
+
+
+def write_comparison(cmp: Comparison, folder: Path) -> dict[str, Path]:
+    """comparison.csv, tests.csv, mcnemar.csv and f1_ci_bars.png in ``folder``."""
+    paths = {"table": folder / "comparison.csv", "tests": folder / "tests.csv",
+             "mcnemar": folder / "mcnemar.csv", "bars": folder / "f1_ci_bars.png"}
+    write_csv(paths["table"], cmp.summary)
+    write_csv(paths["tests"], cmp.tests)
+    write_csv(paths["mcnemar"], cmp.mcnemar)
+    teachers = ", ".join(dict.fromkeys(r.teacher for r in cmp.runs))
+    save_figure(paths["bars"], plots.ci_bars(cmp.summary, list(F1_METRICS), f"F1 on test ({teachers})"))
+    return paths

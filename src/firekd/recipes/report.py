@@ -1,0 +1,253 @@
+"""`firekd report`: report.md and report.html over an output tree: data, configuration, results,
+statistical tests and the per-seed figures (linked relatively, or embedded in the HTML)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from firekd.data.csv import ColumnNames, read_records
+from firekd.errors import FirekdError
+from firekd.io import read_json, write_text
+from firekd.recipes.compare import (
+    Comparison,
+    Run,
+    compare,
+    mcnemar_summary,
+    tests_display,
+    write_comparison,
+)
+from firekd.recipes.data import split_summary
+from firekd.reporting import document as doc
+from firekd.reporting.tables import display_table
+
+log = logging.getLogger(__name__)
+# (file, caption) in reading order; a figure that a run lacks (no teacher in `bce`) is skipped
+SEED_FIGURES = (
+    ("teacher_training_curves.png", "Teacher training: loss terms and validation F1 per epoch"),
+    ("student_training_curves.png", "Student training: loss terms and validation F1 per epoch"),
+    ("pr_curves.png", "Precision-recall curves on test"),
+    ("confusion_matrices.png", "Confusion matrices on test"),
+    ("tsne_teacher.png", "t-SNE of the teacher's test embeddings"),
+    ("tsne_student.png", "t-SNE of the student's test embeddings"),
+    ("umap_teacher.png", "UMAP of the teacher's test embeddings"),
+    ("umap_student.png", "UMAP of the student's test embeddings"),
+)
+SHOWN_SETTINGS = ("data.csv", "data.img_size", "data.split", "data.split_ratios", "data.split_seed",
+                  "student", "teacher_modalities", "pretrained", "epochs_teacher", "epochs_student",
+                  "batch_size", "lr_teacher", "lr_student", "weight_decay", "kd_temperature",
+                  "patience_teacher", "patience_student", "loss_weights", "pos_weight", "amp")
+
+
+def write_report(output: str | Path, teacher: str | None = None, *, embed: bool = False,
+                 out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Build the report; returns the paths written (report.md, report.html and the comparison files)."""
+    output = Path(output)
+    cmp = compare(output, teacher)
+    folder = Path(out_dir) if out_dir else output / "report" / (cmp.runs[0].teacher if teacher else "all")
+    files = write_comparison(cmp, folder)
+    blocks = build_blocks(output, cmp, folder, files)
+    title = f"firekd report: {output.resolve().name}" + (f" ({teacher})" if teacher else "")
+    files["markdown"] = folder / "report.md"
+    files["html"] = folder / "report.html"
+    write_text(files["markdown"], doc.to_markdown(blocks))
+    write_text(files["html"], doc.to_html(blocks, title, base=folder if embed else None))
+    return files
+
+
+def build_blocks(output: Path, cmp: Comparison, folder: Path, files: dict[str, Path]) -> list:
+    rel = lambda p: Path(os.path.relpath(p, folder)).as_posix()  # noqa: E731
+    blocks: list = [doc.Heading(f"firekd report: {output.resolve().name}", 1), doc.Para(_overview(cmp))]
+    blocks += _data_section(cmp.runs)
+    blocks += _config_section(cmp.runs)
+    blocks += _results_section(cmp, rel(files["bars"]), rel(files["table"]))
+    blocks += _tests_section(cmp, rel(files["tests"]), rel(files["mcnemar"]))
+    for run in cmp.runs:
+        blocks += _run_section(output, run, rel)
+    blocks += _environment_section(cmp.runs)
+    return blocks
+
+
+def _overview(cmp: Comparison) -> str:
+    seeds = sorted({s for r in cmp.runs for s in r.results.get("seeds", [])})
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"Generated {when}. {len(cmp.runs)} run(s): teachers "
+            f"{', '.join(dict.fromkeys(r.teacher for r in cmp.runs))}; loss variants "
+            f"{', '.join(dict.fromkeys(r.variant for r in cmp.runs))}; seeds {', '.join(map(str, seeds))}. "
+            "All metrics are on the test split, at per-label thresholds tuned on validation.")
+
+
+# --- data and configuration --------------------------------------------------------------------
+
+def _data_section(runs: list[Run]) -> list:
+    blocks: list = [doc.Heading("Data"), doc.Para(
+        "Samples per split and label combination (none / fire only / smoke only / both).")]
+    tables: dict[str, list[str]] = {}
+    frames: dict[str, pd.DataFrame] = {}
+    for run in runs:
+        frame = data_summary(run)
+        key = frame.to_csv(index=False) if frame is not None else ""
+        tables.setdefault(key, []).append(run.name)
+        frames[key] = frame
+    for key, names in tables.items():
+        caption = f"runs: {', '.join(names)}" if len(tables) > 1 else f"CSV: `{_csv_of(runs[0])}`"
+        if frames[key] is None:
+            blocks.append(doc.Para(f"No data summary for {', '.join(names)}: neither data_summary.csv "
+                                   "nor the training CSV could be read."))
+        else:
+            blocks.append(doc.Table(frames[key], caption))
+    return blocks
+
+
+def data_summary(run: Run) -> pd.DataFrame | None:
+    """The run's recorded data_summary.csv, else counted from split.csv and the training CSV."""
+    recorded = run.folder / "data_summary.csv"
+    if recorded.exists():
+        return pd.read_csv(recorded)
+    try:
+        data = _config(run).get("resolved", {}).get("data", {})
+        records = read_records(data["csv"], base_path=data.get("base_path"),
+                               columns=ColumnNames(**data.get("columns", {})), require_ir=False)
+        split = pd.read_csv(run.folder / "split.csv").set_index("row")["split"]
+        records = records[records["row"].isin(split.index)]
+        return split_summary(records["fire"], records["smoke"], split.loc[records["row"]]).reset_index()
+    except (FirekdError, KeyError, OSError, TypeError, ValueError) as exc:
+        log.warning("%s: no data summary (%s)", run.folder, exc)
+        return None
+
+
+def _config(run: Run) -> dict:
+    path = run.folder / "config.json"
+    return read_json(path) if path.exists() else {}
+
+
+def _csv_of(run: Run) -> str:
+    return str(_config(run).get("settings", {}).get("data", {}).get("csv", "unknown"))
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "loss_weights":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, str) else json.dumps(v)
+    return out
+
+
+def _config_section(runs: list[Run]) -> list:
+    settings = {r.name: _flat(_config(r).get("settings", {})) for r in runs}
+    keys = [k for k in SHOWN_SETTINGS if any(k in s for s in settings.values())]
+    # a setting a run does not record (the bce control has no teacher settings) is not a difference
+    shared = [k for k in keys if len({s[k] for s in settings.values() if k in s}) == 1]
+    differ = [k for k in keys if k not in shared]
+    value = {k: next(s[k] for s in settings.values() if k in s) for k in shared}
+    blocks: list = [doc.Heading("Configuration"),
+                    doc.Table(pd.DataFrame({"setting": shared, "value": [value[k] for k in shared]}),
+                              "settings shared by every run that has them (full settings: "
+                              "metrics/<run>/config.json)")]
+    if differ:
+        frame = pd.DataFrame([{"run": n, **{k: s.get(k, "") for k in differ}} for n, s in settings.items()])
+        blocks.append(doc.Table(frame, "settings that differ between runs"))
+    return blocks
+
+
+# --- results and tests ---------------------------------------------------------------------------
+
+def _results_section(cmp: Comparison, bars: str, table_csv: str) -> list:
+    return [
+        doc.Heading("Results"),
+        doc.Para("Mean ± sample standard deviation over seeds; 95% CI: t-interval over seeds (needs "
+                 f"n >= 2). Numbers behind the table: [{table_csv}]({table_csv})."),
+        doc.Table(display_table(cmp.summary)),
+        doc.Figure(bars, "F1 on test per run and model: mean over seeds with 95% CI error bars"),
+    ]
+
+
+def _tests_section(cmp: Comparison, tests_csv: str, mcnemar_csv: str) -> list:
+    table, notes = tests_display(cmp.tests)
+    blocks: list = [
+        doc.Heading("Statistical tests"),
+        doc.Para("Across seeds, paired by seed: each KD variant against the `bce` control (the student "
+                 "trained alone), then the KD variants against each other. Two-sided paired t-test "
+                 "(`scipy.stats.ttest_rel`) and Wilcoxon signed-rank test (`scipy.stats.wilcoxon`, exact "
+                 "for small n); in brackets the Holm-adjusted p over the comparisons of one teacher, model "
+                 "and metric. The difference a-b comes with its 95% t-interval. With few seeds these tests "
+                 "have little power: a large p is not evidence of no effect. "
+                 f"All rows: [{tests_csv}]({tests_csv})."),
+        doc.Table(table),
+    ]
+    if notes:
+        blocks.append(doc.Bullets([f"Note: {n}" for n in notes]))
+    blocks += [
+        doc.Heading("Teacher vs student, per sample (McNemar)", 3),
+        doc.Para("Exact McNemar test per seed and label on the test decisions: a two-sided binomial test "
+                 "(p = 0.5) on the discordant samples, b = only the teacher right, c = only the other model "
+                 "right (`scipy.stats.binomtest`; exact rather than chi-square because b + c is often "
+                 "small). "
+                 f"Per seed, not adjusted for multiplicity. All rows: [{mcnemar_csv}]({mcnemar_csv})."),
+        doc.Table(mcnemar_summary(cmp.mcnemar)),
+    ]
+    return blocks
+
+
+# --- per run -------------------------------------------------------------------------------------
+
+def _run_section(output: Path, run: Run, rel) -> list:
+    seeds = run.results.get("seeds", [])
+    blocks: list = [doc.Heading(f"Run {run.name}"), doc.Table(_seed_table(run))]
+    if not seeds:
+        return blocks
+    graphs = output / "graphs" / run.name
+    shown = seeds[0]
+    figures = [(graphs / f"seed_{shown}" / name, caption) for name, caption in SEED_FIGURES]
+    figures = [(p, c) for p, c in figures if p.exists()]
+    if figures:
+        blocks.append(doc.Para(f"Figures of seed {shown}." + (" Other seeds: " + ", ".join(
+            f"[seed {s}]({rel(graphs / f'seed_{s}')})" for s in seeds[1:]) + "." if seeds[1:] else "")))
+        blocks += [doc.Figure(rel(p), f"{c} ({run.name}, seed {shown})") for p, c in figures]
+    return blocks
+
+
+def _seed_table(run: Run) -> pd.DataFrame:
+    rows = []
+    for path in sorted(run.folder.glob("seed_*/final_evaluation.json")):
+        final = read_json(path)
+        seed = final.get("run", {}).get("seed", path.parent.name)
+        for model, m in final.items():
+            if model == "run" or not isinstance(m, dict):
+                continue
+            rows.append({"seed": seed, "model": model, "F1 macro": _f(m.get("f1_macro")),
+                         "bootstrap 95% CI (test samples)": _ci(m),
+                         "F1 fire": _f(m.get("f1_fire")), "F1 smoke": _f(m.get("f1_smoke")),
+                         "F1 macro @0.5": _f(m.get("f1_macro@0.5")),
+                         "thresholds fire / smoke": f"{_f(m.get('threshold_fire'), 3)} / "
+                                                    f"{_f(m.get('threshold_smoke'), 3)}"})
+    return pd.DataFrame(rows)
+
+
+def _f(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(m: dict) -> str:
+    low, high = m.get("f1_macro_boot_low"), m.get("f1_macro_boot_high")
+    return "n/a" if low is None or high is None else f"[{low:.4f}, {high:.4f}]"
+
+
+def _environment_section(runs: list[Run]) -> list:
+    path = runs[0].folder / "environment.json"
+    if not path.exists():
+        return []
+    env = read_json(path)
+    items = [f"python {env.get('python')}, {env.get('platform')}",
+             f"device: {env['gpu']} (CUDA {env.get('cuda')})" if env.get("gpu") else "device: CPU",
+             "packages: " + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
+             f"git commit: `{env.get('git_commit')}`", f"command: `{env.get('command')}`"]
+    return [doc.Heading("Environment"), doc.Para(f"Of run {runs[0].name} (each run folder has its own "
+                                                  "environment.json)."), doc.Bullets(items)]

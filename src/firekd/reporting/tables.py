@@ -1,0 +1,103 @@
+"""Result tables from aggregated results: one row per (run, model), tolerant of models and
+metrics that a run may or may not have (compressed students, efficiency numbers)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from firekd.kd.variants import VARIANTS
+
+F1_METRICS = ("f1_macro", "f1_fire", "f1_smoke")
+# (key, column title, format): shown only when some model has them
+EFFICIENCY = (("params", "params (M)", lambda v: f"{v / 1e6:.2f}"),
+              ("gflops", "GFLOPs", lambda v: f"{v:.3f}"),
+              ("size_mb", "size (MB)", lambda v: f"{v:.2f}"),
+              ("latency_ms_b1", "latency b1 (ms)", lambda v: f"{v:.2f}"),
+              ("latency_ms_b32", "latency b32 (ms)", lambda v: f"{v:.1f}"))
+MODEL_ORDER = ("teacher", "student", "student_quantized", "student_pruned")
+
+
+def split_run_name(name: str) -> tuple[str, str]:
+    """'efficientnet_b7_kl_l2_bce' -> ('efficientnet_b7', 'kl_l2_bce'): the longest variant suffix."""
+    for variant in sorted(VARIANTS, key=len, reverse=True):
+        if name.endswith(f"_{variant}"):
+            return name[: -len(variant) - 1], variant
+    return name, ""
+
+
+def model_order(models) -> list[str]:
+    known = [m for m in MODEL_ORDER if m in models]
+    return known + sorted(m for m in models if m not in MODEL_ORDER)
+
+
+def variant_rank(variant: str) -> int:
+    """The spec's order, the control last."""
+    order = [v for v in VARIANTS if v != "bce"] + ["bce"]
+    return order.index(variant) if variant in order else len(order)
+
+
+def summary_frame(results: dict[str, dict], metrics=F1_METRICS) -> pd.DataFrame:
+    """{run name: aggregated results} -> one row per (run, model) with n and, per metric,
+    ``_mean, _std, _ci_low, _ci_high`` (NaN where undefined) and the efficiency means."""
+    rows = []
+    for run, agg in results.items():
+        teacher, variant = split_run_name(run)
+        for model in model_order([k for k, v in agg.items() if isinstance(v, dict)]):
+            rows.append({"run": run, "teacher": teacher, "variant": variant, "model": model,
+                         **_model_cells(agg[model], metrics)})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["_rank"] = frame["variant"].map(variant_rank)
+    frame = frame.sort_values(["teacher", "_rank"], kind="stable").drop(columns="_rank")
+    return frame.reset_index(drop=True)
+
+
+def _model_cells(model: dict, metrics) -> dict:
+    cells = {"n": max((s.get("n", 0) for s in model.values()), default=0)}
+    for metric in metrics:
+        s = model.get(metric) or {}
+        for key, src in (("mean", "mean"), ("std", "std"), ("ci_low", "ci95_low"), ("ci_high", "ci95_high")):
+            cells[f"{metric}_{key}"] = _num(s.get(src))
+    for key, _, _ in EFFICIENCY:
+        if key in model:
+            cells[key] = _num(model[key].get("mean"))
+    return cells
+
+
+def _num(value) -> float:
+    return float(value) if value is not None else math.nan
+
+
+def display_table(frame: pd.DataFrame, metrics=F1_METRICS, *, ci: bool = True) -> pd.DataFrame:
+    """Human-readable cells: 'mean ± std' and '[low, high]' per metric, efficiency when present."""
+    out = pd.DataFrame({"teacher": frame["teacher"], "variant": frame["variant"],
+                        "model": frame["model"], "n": frame["n"].astype(int)})
+    for metric in metrics:
+        name = metric.replace("f1_", "F1 ")
+        out[f"{name} (mean ± std)"] = [
+            _pm(m, s) for m, s in zip(frame[f"{metric}_mean"], frame[f"{metric}_std"], strict=True)]
+        if ci:
+            out[f"{name} 95% CI"] = [
+                _interval(lo, hi) for lo, hi in zip(frame[f"{metric}_ci_low"], frame[f"{metric}_ci_high"],
+                                                    strict=True)]
+    for key, title, fmt in EFFICIENCY:
+        if key in frame and frame[key].notna().any():
+            out[title] = [fmt(v) if math.isfinite(v) else "" for v in frame[key]]
+    return out
+
+
+def _pm(mean: float, std: float) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.4f}" if not math.isfinite(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def _interval(low: float, high: float) -> str:
+    return f"[{low:.4f}, {high:.4f}]" if math.isfinite(low) and math.isfinite(high) else "n < 2"
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, disable_numparse=True) if not frame.empty else "(no rows)"

@@ -1,0 +1,254 @@
+"""`firekd compare` and `firekd report`: a fabricated output tree with known per-seed values gives
+the right means, CIs and p-values (checked against scipy.stats), McNemar matches a hand count, the
+spec's comparison snippet reads aggregated_results.json unchanged, and bad inputs fail in one line."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+from scipy import stats
+from test_evaluation import assert_png_with_content
+
+from firekd.io import write_json
+from firekd.metrics.stats import aggregate_runs, holm, mcnemar_exact, paired_tests
+from firekd.recipes.compare import compare
+
+SEEDS = (1, 2, 3, 4)
+# student F1 macro per seed; fire/smoke are offsets of it
+STUDENT = {"kl_bce": [0.80, 0.78, 0.83, 0.79], "kl_l2_bce": [0.82, 0.81, 0.84, 0.80],
+           "bce": [0.74, 0.77, 0.75, 0.73]}
+TEACHER = [0.90, 0.91, 0.89, 0.92]
+
+
+def _metrics(f1: float) -> dict:
+    return {"f1_macro": f1, "f1_fire": f1 - 0.02, "f1_smoke": f1 + 0.02, "accuracy": f1 - 0.1}
+
+
+def _predictions(truth: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
+    pred = np.where(correct, truth, 1 - truth)
+    return pd.DataFrame({"row": np.arange(2, 2 + len(truth)), "fire_true": truth, "fire_prob": 0.5,
+                         "fire_pred": pred, "smoke_true": truth, "smoke_prob": 0.5, "smoke_pred": truth})
+
+
+def fabricate(root: Path, teacher: str = "resnet152", extra: dict | None = None) -> Path:
+    """output/metrics/{teacher}_{variant}/ with per-seed final_evaluation.json, predictions (teacher
+    right on 0..9 only, student right on 5..14 only, of 20 samples) and aggregated_results.json."""
+    truth = np.arange(20) % 2
+    for variant, values in STUDENT.items():
+        folder = root / "metrics" / f"{teacher}_{variant}"
+        per_seed = {}
+        for seed, value in zip(SEEDS, values, strict=True):
+            final = {"student": _metrics(value)}
+            seed_dir = folder / f"seed_{seed}"
+            seed_dir.mkdir(parents=True)
+            _predictions(truth, (np.arange(20) >= 5) & (np.arange(20) < 15)).to_csv(
+                seed_dir / "predictions_student.csv", index=False)
+            if variant != "bce":
+                final["teacher"] = _metrics(TEACHER[seed - 1])
+                teacher_preds = _predictions(truth, np.arange(20) < 10)
+                teacher_preds.to_csv(seed_dir / "predictions_teacher.csv", index=False)
+            final.update((extra or {}).get(variant, {}))
+            per_seed[seed] = dict(final)
+            write_json(seed_dir / "final_evaluation.json", {**final, "run": {"seed": seed}})
+        write_json(folder / "aggregated_results.json", aggregate_runs(per_seed))
+    return root
+
+
+def test_means_and_cis_match_scipy(tmp_path: Path):
+    cmp = compare(fabricate(tmp_path))
+    row = cmp.summary.set_index(["variant", "model"]).loc[("kl_l2_bce", "student")]
+    values = STUDENT["kl_l2_bce"]
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert row["n"] == 4
+    assert row["f1_macro_mean"] == pytest.approx(np.mean(values))
+    assert row["f1_macro_std"] == pytest.approx(np.std(values, ddof=1))
+    assert (row["f1_macro_ci_low"], row["f1_macro_ci_high"]) == pytest.approx((low, high))
+    assert row["f1_fire_mean"] == pytest.approx(np.mean(values) - 0.02)
+    assert list(dict.fromkeys(cmp.summary["variant"])) == ["kl_bce", "kl_l2_bce", "bce"]  # control last
+
+
+def test_paired_tests_match_scipy_and_holm(tmp_path: Path):
+    tests = compare(fabricate(tmp_path)).tests
+    macro = tests[(tests["metric"] == "f1_macro") & (tests["model"] == "student")].set_index(["a", "b"])
+    assert list(macro.index) == [("kl_bce", "bce"), ("kl_l2_bce", "bce"), ("kl_bce", "kl_l2_bce")]
+    for a, b in macro.index:
+        x, y = STUDENT[a], STUDENT[b]
+        row = macro.loc[(a, b)]
+        assert row["p_ttest"] == pytest.approx(stats.ttest_rel(x, y).pvalue)
+        assert row["t"] == pytest.approx(stats.ttest_rel(x, y).statistic)
+        assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(x, y).pvalue)
+        assert row["mean_diff"] == pytest.approx(np.mean(np.subtract(x, y)))
+        assert row["kind"] == ("vs control" if b == "bce" else "between variants")
+    raw = macro["p_ttest"].tolist()
+    assert macro["p_ttest_holm"].tolist() == pytest.approx(holm(raw))
+    assert "Wilcoxon cannot reach p < 0.05 with n = 4" in macro["note"].iloc[0]
+    assert set(tests["model"]) == {"student"}  # the shared teacher is not a variant's result
+
+
+def test_holm_by_hand():
+    assert holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_paired_tests_say_when_n_is_too_small():
+    one = paired_tests([0.8], [0.7])
+    assert one["p_ttest"] is None and one["p_wilcoxon"] is None and "no test is possible" in one["note"]
+    same = paired_tests([0.8, 0.7, 0.9], [0.7, 0.6, 0.8])  # identical differences: t undefined
+    assert same["p_ttest"] is None and same["mean_diff"] == pytest.approx(0.1)
+    assert same["p_wilcoxon"] == pytest.approx(stats.wilcoxon([0.1] * 3).pvalue)
+    undefined = paired_tests([0.8, None, 0.6, float("nan")], [0.7, 0.5, 0.4, 0.3])
+    assert undefined["n"] == 2
+
+
+def test_mcnemar_by_hand(tmp_path: Path):
+    rows = compare(fabricate(tmp_path)).mcnemar
+    fire = rows[(rows["label"] == "fire") & (rows["variant"] == "kl_bce") & (rows["seed"] == 1)].iloc[0]
+    # teacher right on 0..9, student on 5..14: b = 5 (0..4), c = 5 (10..14); two-sided exact p = 1
+    assert (fire["b"], fire["c"], fire["p_mcnemar"]) == (5, 5, 1.0)
+    smoke = rows[(rows["label"] == "smoke")].iloc[0]  # both always right: no discordant pair
+    assert (smoke["b"], smoke["c"], smoke["p_mcnemar"]) == (0, 0, 1.0)
+    assert set(rows["variant"]) == {"kl_bce", "kl_l2_bce"}  # bce has no teacher
+    # b = 9, c = 1: p = 2 * P(X <= 1 | Bin(10, 0.5)) = 2 * 11 / 1024
+    first = np.array([True] * 9 + [False] + [True] * 5)
+    second = np.array([False] * 9 + [True] + [True] * 5)
+    assert mcnemar_exact(first, second) == {"n": 15, "b": 9, "c": 1, "p_mcnemar": pytest.approx(22 / 1024)}
+
+
+def test_compare_cli_prints_markdown_and_writes_csv_and_chart(tmp_path: Path, capsys):
+    fabricate(tmp_path, teacher="swin_tiny")
+    code, out, err = run_cli(["compare", tmp_path, "--teacher", "swin-tiny"], capsys)  # an alias
+    assert code == 0, err
+    assert "| swin_tiny | kl_l2_bce" in out and "0.8175 ± 0.0171" in out
+    assert "kl_bce vs bce" in out and "note: Wilcoxon cannot reach" in out
+    folder = tmp_path / "comparison" / "swin_tiny"
+    assert f"written: {folder / 'comparison.csv'}" in out
+    table = pd.read_csv(folder / "comparison.csv")
+    assert len(table) == 5  # 2 KD variants x (teacher, student) + the bce student
+    assert len(pd.read_csv(folder / "tests.csv")) == 9  # 3 pairs x 3 metrics
+    assert_png_with_content(folder / "f1_ci_bars.png")
+
+
+def test_compare_tolerates_compressed_models_and_efficiency(tmp_path: Path, capsys):
+    extra = {v: {"student_quantized": {"f1_macro": 0.7, "params": 1.2e6, "size_mb": 1.3,
+                                       "latency_ms_b1": 2.5}} for v in ("kl_bce", "bce")}
+    fabricate(tmp_path, extra=extra)
+    code, out, err = run_cli(["compare", tmp_path], capsys)
+    assert code == 0, err
+    assert "size (MB)" in out and "latency b1 (ms)" in out and "student_quantized" in out
+    tests = pd.read_csv(tmp_path / "comparison" / "all" / "tests.csv")
+    quantized = tests[tests["model"] == "student_quantized"]
+    assert set(zip(quantized["a"], quantized["b"], strict=True)) == {("kl_bce", "bce")}
+    assert quantized[quantized["metric"] == "f1_fire"]["n"].tolist() == [0]  # metric absent: no test
+
+
+SPEC_SNIPPET = """
+import json
+import pandas as pd
+
+# Load aggregated results
+baseline = json.load(open('output/metrics/resnet152_kl_bce/aggregated_results.json'))
+variant1 = json.load(open('output/metrics/resnet152_kl_l2_bce/aggregated_results.json'))
+variant2 = json.load(open('output/metrics/resnet152_kl_contrastive_l2_bce/aggregated_results.json'))
+
+# Compare student F1 scores
+results = {
+    'Loss Configuration': ['Baseline (KL+BCE)', 'Variant 1 (KL+L2+BCE)', 'Variant 2 (KL+Cont+L2+BCE)'],
+    'F1 Macro': [
+        f"{baseline['student']['f1_macro']['mean']:.4f} ± {baseline['student']['f1_macro']['std']:.4f}",
+        f"{variant1['student']['f1_macro']['mean']:.4f} ± {variant1['student']['f1_macro']['std']:.4f}",
+        f"{variant2['student']['f1_macro']['mean']:.4f} ± {variant2['student']['f1_macro']['std']:.4f}"
+    ],
+    'F1 Fire': [
+        f"{baseline['student']['f1_fire']['mean']:.4f}",
+        f"{variant1['student']['f1_fire']['mean']:.4f}",
+        f"{variant2['student']['f1_fire']['mean']:.4f}"
+    ],
+    'F1 Smoke': [
+        f"{baseline['student']['f1_smoke']['mean']:.4f}",
+        f"{variant1['student']['f1_smoke']['mean']:.4f}",
+        f"{variant2['student']['f1_smoke']['mean']:.4f}"
+    ]
+}
+
+df = pd.DataFrame(results)
+print(df.to_markdown(index=False))
+"""
+
+
+def test_the_specs_comparison_snippet_runs_unchanged(tmp_path: Path):
+    output = fabricate(tmp_path / "output")
+    v2 = output / "metrics" / "resnet152_kl_contrastive_l2_bce"  # the third variant, as the spec has it
+    v2.mkdir(parents=True)
+    (v2 / "aggregated_results.json").write_text((output / "metrics" / "resnet152_kl_bce" /
+                                                 "aggregated_results.json").read_text())
+    buffer, cwd = io.StringIO(), os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        with contextlib.redirect_stdout(buffer):
+            exec(compile(SPEC_SNIPPET, "spec-snippet", "exec"), {})
+    finally:
+        os.chdir(cwd)
+    assert re.search(r"Variant 1 \(KL\+L2\+BCE\)\s*\|\s*0\.8175 ± 0\.0171\s*\|\s*0\.7975\s*\|\s*0\.8375",
+                     buffer.getvalue())
+
+
+def test_report_from_a_real_run_has_every_section_and_figure(tiny_run: Path, capsys):
+    code, out, err = run_cli(["report", tiny_run], capsys)
+    assert code == 0, err
+    folder = tiny_run / "report" / "all"
+    md = (folder / "report.md").read_text()
+    for heading in ("## Data", "## Configuration", "## Results", "## Statistical tests",
+                    "### Teacher vs student, per sample (McNemar)", "## Run resnet18_kl_bce",
+                    "## Run resnet18_bce", "## Environment"):
+        assert heading in md
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(images) == 1 + 8 + 5  # bar chart, kl_bce's 8 figures, bce's 5 (no teacher)
+    for rel in images:
+        assert (folder / rel).is_file(), rel
+    assert "| test " in md and "both" in md  # data summary: split x label combination
+    html = (folder / "report.html").read_text()
+    assert html.count("<img ") == len(images) and html.count("<table") >= 5
+    assert "kd_temperature" in html and "n = 1: no test is possible" in html
+
+
+def test_report_embeds_figures_and_counts_data_without_a_recorded_summary(
+        tmp_path: Path, synth_small: Path, capsys):
+    output = fabricate(tmp_path / "out")
+    records = pd.read_csv(synth_small / "data.csv")
+    position = np.arange(len(records))
+    split = pd.DataFrame({"row": position + 2,
+                          "split": np.where(position < 60, "train", np.where(position < 78, "val", "test"))})
+    for run in (output / "metrics").iterdir():
+        split.to_csv(run / "split.csv", index=False)
+        write_json(run / "config.json", {"settings": {"teacher": "resnet152", "variant": run.name[10:],
+                                                      "data": {"csv": str(synth_small / "data.csv")}},
+                                         "resolved": {"data": {"csv": str(synth_small / "data.csv")}}})
+    code, _, err = run_cli(["report", output, "--embed", "--out", tmp_path / "rep"], capsys)
+    assert code == 0, err
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    md = (tmp_path / "rep" / "report.md").read_text()
+    test_line = next(line for line in md.splitlines() if line.startswith("| test"))
+    combos = (records["fire"] + 2 * records["smoke"])[78:]
+    assert [int(c) for c in re.findall(r"\d+", test_line)] == [
+        *(int((combos == k).sum()) for k in range(4)), len(combos)]
+
+
+def test_bad_output_folders_end_in_one_line(tmp_path: Path, capsys):
+    for command in ("compare", "report"):
+        code, _, err = run_cli([command, tmp_path / "missing"], capsys)
+        assert_one_line_error(code, err, "output folder not found")
+        code, _, err = run_cli([command, tmp_path], capsys)
+        assert_one_line_error(code, err, "no finished runs")
+    fabricate(tmp_path)
+    code, _, err = run_cli(["compare", tmp_path, "--teacher", "vit_b_16"], capsys)
+    assert_one_line_error(code, err, r"--teacher vit_b_16: no runs .*teachers found: resnet152")
+
