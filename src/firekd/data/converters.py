@@ -4,7 +4,10 @@ FLAME 2 ships 53,451 frame pairs ``254p RGB Frame (N).jpg`` / ``254p Thermal Fra
 label file of frame ranges (``first<TAB>last<TAB>XY``, X = fire Y/N, Y = smoke Y/N, after a few
 header lines). Frames are consecutive video frames, so the ``group`` column holds blocks of
 consecutive frames, cut at label-range boundaries: the group-aware split then never puts two
-frames of one block in different splits.
+frames of one block in different splits. A frame listed by two ranges keeps one row: with the
+same labels its first listing; with different labels (the official file lists frame 41642 as the
+last YN frame of 38154-41642 and the first YY frame of 41642-45279, an off-by-one at a boundary)
+it is dropped by default, since neither label can be trusted, or the first/last listing wins.
 
 FLAME 3 has one folder per site with ``RGB/``, ``Thermal/`` (colour-mapped JPEG) and ``TIFF/``
 (radiometric, deg C) side by side, paired by file stem. It has no per-frame fire/smoke labels in
@@ -16,6 +19,7 @@ do not stop the conversion are returned as warning lines for the caller to show.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -200,7 +204,7 @@ def _unlabelled_warning(on_disk: set[int], labelled: set[int]) -> list[str]:
 def convert_flame2(labels_path: str | Path, rgb_dir: str | Path, ir_dir: str | Path, *,
                    block_size: int = 250, frames: tuple[int, int] | None = None,
                    keep_missing: bool = False, on_conflict: str = "drop") -> Conversion:
-    """FLAME 2 label file + image folders -> table (frame, rgb_path, ir_path, fire, smoke, group).
+    """FLAME 2 label file + image folders -> table (rgb_path, ir_path, fire, smoke, group, frame).
 
     ``frames`` (first, last) converts only that frame range; ``keep_missing`` keeps frames whose
     files are absent (their expected paths are written) instead of dropping them.
@@ -209,35 +213,42 @@ def convert_flame2(labels_path: str | Path, rgb_dir: str | Path, ir_dir: str | P
     ranges = parse_flame2_labels(_read_text(labels_path, "--labels"), str(labels_path))
     _require_dir(rgb_dir, "--rgb_dir")
     _require_dir(ir_dir, "--ir_dir")
-    listed = expand_ranges(ranges)
-    if frames is not None:
-        listed = _restrict(listed, frames)
+    listed = expand_ranges(ranges) if frames is None else _restrict(expand_ranges(ranges), frames)
     table, warnings = resolve_overlaps(listed, ranges, on_conflict)
     warnings += label_gaps(ranges)
-    rgb_found, ir_found = scan_flame2_folder(rgb_dir, "RGB"), scan_flame2_folder(ir_dir, "Thermal")
-    numbers = table["frame"].to_numpy()
-    have_rgb = np.isin(numbers, list(rgb_found))
-    have_ir = np.isin(numbers, list(ir_found))
-    on_disk = {f for f in set(rgb_found) | set(ir_found)
+    found = {"RGB": scan_flame2_folder(rgb_dir, "RGB"), "Thermal": scan_flame2_folder(ir_dir, "Thermal")}
+    on_disk = {f for names in found.values() for f in names
                if frames is None or frames[0] <= f <= frames[1]}
     warnings += _unlabelled_warning(on_disk, set(listed["frame"].tolist()))
-    if not (have_rgb & have_ir).all():
-        warnings.append(_missing_warning(numbers, have_rgb, have_ir, keep_missing))
-    if not keep_missing:
-        if not (have_rgb & have_ir).any():
-            raise DataError(f"none of the {len(numbers)} labelled frames has both files: expected "
-                            f"e.g. '{flame2_name('RGB', int(numbers[0]))}' in --rgb_dir {rgb_dir} and "
-                            f"'{flame2_name('Thermal', int(numbers[0]))}' in --ir_dir {ir_dir}")
-        table = table[have_rgb & have_ir].reset_index(drop=True)
+    table = _drop_missing(table, found, keep_missing, warnings, (rgb_dir, ir_dir))
     numbers = table["frame"].to_numpy()
     out = pd.DataFrame({
-        "rgb_path": _flame2_files(numbers, rgb_dir.resolve(), "RGB", rgb_found),
-        "ir_path": _flame2_files(numbers, ir_dir.resolve(), "Thermal", ir_found),
+        "rgb_path": _flame2_files(numbers, rgb_dir.resolve(), "RGB", found["RGB"]),
+        "ir_path": _flame2_files(numbers, ir_dir.resolve(), "Thermal", found["Thermal"]),
         "fire": table["fire"].to_numpy(), "smoke": table["smoke"].to_numpy(),
         "group": frame_groups(numbers, table["range"].to_numpy(), ranges, block_size),
         "frame": numbers,
     })
     return Conversion(out, warnings)
+
+
+def _drop_missing(table: pd.DataFrame, found: dict[str, dict[int, str]], keep_missing: bool,
+                  warnings: list[str], dirs: tuple[Path, Path]) -> pd.DataFrame:
+    """Frames with both files (all frames with --keep_missing); a warning when some lack one."""
+    numbers = table["frame"].to_numpy()
+    have_rgb, have_ir = np.isin(numbers, list(found["RGB"])), np.isin(numbers, list(found["Thermal"]))
+    complete = have_rgb & have_ir
+    if complete.all():
+        return table
+    warnings.append(_missing_warning(numbers, have_rgb, have_ir, keep_missing))
+    if keep_missing:
+        return table
+    if not complete.any():
+        first = int(numbers[0])
+        raise DataError(f"none of the {len(numbers)} labelled frames has both files: expected "
+                        f"e.g. '{flame2_name('RGB', first)}' in --rgb_dir {dirs[0]} and "
+                        f"'{flame2_name('Thermal', first)}' in --ir_dir {dirs[1]}")
+    return table[complete].reset_index(drop=True)
 
 
 def _restrict(listed: pd.DataFrame, frames: tuple[int, int]) -> pd.DataFrame:
@@ -323,7 +334,7 @@ def read_flame3_labels(path: Path) -> pd.DataFrame:
     ``smoke`` and optionally ``site`` (needed when stems repeat across sites)."""
     text = _read_text(path, "--labels")
     try:
-        table = pd.read_csv(pd.io.common.StringIO(text), dtype=str, keep_default_na=False,
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
                             skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).strip().splitlines()[-1]})") from None
@@ -379,6 +390,8 @@ def convert_flame3(root: str | Path, *, ir: str = "thermal", labels: str | Path 
     if (labels is None and None in (fire, smoke)) or (labels is not None and constants):
         raise DataError("FLAME 3 has no per-frame labels here: give --labels CSV (stem,fire,smoke"
                         "[,site]), or --fire and --smoke for a folder whose frames are all alike")
+    if constants and not {fire, smoke} <= {0, 1}:
+        raise DataError(f"--fire and --smoke must be 0 or 1, got {fire} and {smoke}")
     warnings: list[str] = []
     parts = []
     for site in find_flame3_sites(Path(root)):
