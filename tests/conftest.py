@@ -12,7 +12,8 @@ from firekd.data.synthetic import SynthConfig
 from firekd.recipes.synth import write_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# FIREKD_SHARED_DATA points elsewhere when the project is not checked out beside ../shared
+SHARED_DATA = Path(os.environ.get("FIREKD_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # decoded caches of test runs go to a throw-away folder, never to the user's ~/.cache

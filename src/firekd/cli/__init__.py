@@ -10,8 +10,8 @@ from firekd import __version__
 from firekd.cli.args import Parser
 from firekd.errors import FirekdError, one_line
 
-COMMAND_MODULES = ("firekd.cli.data_cmds", "firekd.cli.models_cmd", "firekd.cli.train_cmds",
-                   "firekd.cli.eval_cmds")
+COMMAND_MODULES = ("firekd.cli.data_cmds", "firekd.cli.convert_cmd", "firekd.cli.models_cmd",
+                   "firekd.cli.train_cmds", "firekd.cli.eval_cmds")
 
 
 def _join_distributed() -> int:
