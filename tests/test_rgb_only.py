@@ -53,13 +53,13 @@ def test_rgb_only_csv_refused_for_an_rgb_ir_teacher(command: str, rgb_only_csv: 
 def test_validate_rgb_only(rgb_only_csv: Path, capsys):
     code, _, err = run_cli(["validate", "--csv", rgb_only_csv], capsys)
     assert_one_line_error(code, err, NO_IR)
-    code, out, _ = run_cli(["validate", "--csv", rgb_only_csv, "--rgb_only"], capsys)
+    code, out, _ = run_cli(["validate", "--csv", rgb_only_csv, "--teacher_modalities", "rgb"], capsys)
     assert code == 0 and "96 valid samples; IR: none (RGB-only)" in out
 
 
 def test_real_rgb_collection_validates_as_rgb_only(capsys):
     csv = shared_data("fire-smoke-rgb", "data.csv")
-    code, out, err = run_cli(["validate", "--csv", csv, "--rgb_only", "--img_size", "64"], capsys)
+    code, out, err = run_cli(["validate", "--csv", csv, "--teacher_modalities", "rgb", "--img_size", "64"], capsys)
     assert code == 0, err
     assert "3336 valid samples; IR: none (RGB-only)" in out
     counts = out.splitlines()[-1].split()  # "all none fire smoke both total"

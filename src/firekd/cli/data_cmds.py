@@ -44,8 +44,9 @@ def register(sub) -> None:
                        "print counts per split and label combination. Writes nothing unless "
                        "--write_split is given.")
     add_data_args(p)
-    p.add_argument("--rgb_only", action="store_true",
-                   help="accept a CSV without IR (for an RGB-only teacher)")
+    p.add_argument("--teacher_modalities", choices=("rgb+ir", "rgb"), default="rgb+ir",
+                   help="rgb accepts a CSV without IR (data for an RGB-only teacher), as in "
+                        "train/ablation (default: rgb+ir)")
     p.add_argument("--write_split", default=None, metavar="PATH",
                    help="write the split as CSV (reusable with --split_file)")
     p.set_defaults(func=run_validate)
@@ -55,7 +56,8 @@ def register(sub) -> None:
                        "--img_size, into the memory-mapped cache that training reads (training "
                        "builds it too when missing). Same data flags as training.")
     add_data_args(p)
-    p.add_argument("--rgb_only", action="store_true", help="accept a CSV without IR")
+    p.add_argument("--teacher_modalities", choices=("rgb+ir", "rgb"), default="rgb+ir",
+                   help="rgb accepts a CSV without IR, as in train/ablation (default: rgb+ir)")
     p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1),
                    help="decoding processes (default: min(4, CPUs))")
     p.set_defaults(func=run_cache)
@@ -80,7 +82,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from firekd.io import write_csv
     from firekd.recipes.data import describe_ir, load_data
 
-    bundle = load_data(data_config(args, require_ir=not args.rgb_only))
+    bundle = load_data(data_config(args, require_ir=args.teacher_modalities == "rgb+ir"))
     rep = bundle.report
     print(f"{args.csv}: {len(bundle.records)} valid samples; IR: {describe_ir(rep.ir)}")
     print(f"  RGB sizes: {_sizes(rep.rgb_sizes)}")
@@ -97,7 +99,7 @@ def run_cache(args: argparse.Namespace) -> int:
     from firekd.errors import ConfigError
     from firekd.recipes.data import load_data, open_cache
 
-    config = data_config(args, require_ir=not args.rgb_only)
+    config = data_config(args, require_ir=args.teacher_modalities == "rgb+ir")
     if not config.cache:
         raise ConfigError("--no_cache: nothing to build")
     cache = open_cache(load_data(config), workers=args.workers)
