@@ -4,7 +4,6 @@ one clear line otherwise; the real RGB-only collection in ../shared validates (s
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 import pandas as pd
