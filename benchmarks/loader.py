@@ -49,11 +49,14 @@ def compare(name: str, config: DataConfig, args) -> None:
     bundle.source = open_cache(bundle, workers=args.workers)
     build = time.perf_counter() - t0
     cached = throughput(bundle, **files)
+    cached_inline = throughput(bundle, **{**files, "workers": 0})
     cached_aug = throughput(bundle, **{**files, "transform": aug})
     print(f"\n{name} ({len(bundle.records)} samples, {args.size} px, {args.workers} workers; "
           f"cache built in {build:.1f}s)")
     print(f"  loader alone      decode {decode:8.1f}/s   cached {cached:8.1f}/s   "
           f"ratio {cached / decode:5.1f}x")
+    print(f"  loader alone, cache read in the main process (0 workers): {cached_inline:8.1f}/s   "
+          f"ratio {cached_inline / decode:5.1f}x")
     print(f"  + CPU transform   decode {decode_aug:8.1f}/s   cached {cached_aug:8.1f}/s   "
           f"ratio {cached_aug / decode_aug:5.1f}x")
 
