@@ -10,7 +10,8 @@ from firekd import __version__
 from firekd.cli.args import Parser
 from firekd.errors import FirekdError, one_line
 
-COMMAND_MODULES = ("firekd.cli.data_cmds", "firekd.cli.models_cmd", "firekd.cli.train_cmds")
+COMMAND_MODULES = ("firekd.cli.data_cmds", "firekd.cli.models_cmd", "firekd.cli.train_cmds",
+                   "firekd.cli.export_cmd")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -21,6 +22,10 @@ def setup_logging(verbose: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("matplotlib", "PIL", "numba", "timm", "urllib3", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for chatty in ("onnxscript", "onnx_ir"):  # the ONNX exporter's optimisation passes log at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    for chatty in ("torch.utils._pytree", "torch.utils.cpp_extension"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)  # deprecation/CUDA_HOME notices on import
     warnings.filterwarnings("ignore", category=UserWarning, module="torch.*")
 
 

@@ -17,6 +17,7 @@ from firekd.io import ensure_writable, read_json, write_csv, write_json
 from firekd.kd.variants import uses_teacher
 from firekd.metrics.stats import aggregate_runs
 from firekd.recipes.common import data_fingerprint, make_runtime, stable_hash
+from firekd.recipes.compress import add_efficiency, compress_student, compression_settings
 from firekd.recipes.data import DataBundle, load_data
 from firekd.recipes.train import (
     obtain_teacher,
@@ -30,7 +31,7 @@ from firekd.rundir import RunDir, environment
 
 log = logging.getLogger(__name__)
 RUN_KEYS_IGNORED = ("seeds", "teachers", "variants", "num_workers", "device", "overwrite",
-                    "retrain_teacher", "tensorboard", "output")
+                    "retrain_teacher", "tensorboard", "output", "latency_runs", "latency_threads")
 
 
 def run_settings(cfg: TrainConfig, teacher: str, variant: str) -> dict:
@@ -101,8 +102,8 @@ def _run_seed(cfg: TrainConfig, bundle: DataBundle, data_fp: str, teacher_name: 
               runs: dict, retrained: set[str]) -> None:
     variants = list(cfg.variants)
     t_key = stable_hash(teacher_settings(cfg, teacher_name, seed, data_fp))
-    hashes = {v: stable_hash(student_settings(cfg, v, seed, data_fp, t_key if uses_teacher(v) else None))
-              for v in variants}
+    hashes = {v: stable_hash({**student_settings(cfg, v, seed, data_fp, t_key if uses_teacher(v) else None),
+                              **compression_settings(cfg)}) for v in variants}
     todo = [v for v in variants if not _seed_done(runs[teacher_name, v], seed, hashes[v])]
     for v in sorted(set(variants) - set(todo)):
         log.info("%s seed %d: already done, skipping", runs[teacher_name, v].name, seed)
@@ -123,6 +124,11 @@ def _run_seed(cfg: TrainConfig, bundle: DataBundle, data_fp: str, teacher_name: 
         if uses_teacher(variant):
             write_teacher_outputs(teacher, dirs)
             models = {"teacher": teacher, **models}
+        if cfg.compress:
+            kd_teacher = teacher.model if uses_teacher(variant) else None
+            models.update(compress_student(cfg, bundle, variant, kd_teacher, student, seed, rt, loaders,
+                                           dirs))
+        add_efficiency(cfg, bundle, models, dirs[1], rt)
         _write_seed_outputs(run, dirs, seed, variant, models, student, hashes[variant], bundle)
         log.info("%s seed %d: done in %.0fs, student f1_macro %.4f", run.name, seed,
                  time.perf_counter() - t0, student.evaluation.metrics["f1_macro"])
