@@ -103,7 +103,7 @@ def quantize_stage(cfg: TrainConfig, bundle: DataBundle, student: StageResult, s
     quantized, used = quantize_int8(student.model, calibration_batches(cfg, bundle, seed),
                                     cfg.calibration_batches)
     examples = [torch.randn(b, 3, size, size) for b in (EVAL_BATCH, 1)]
-    forward, compile_s = runnable_int8(quantized, examples, cfg.compile)
+    forward, compile_s = runnable_int8(quantized, examples, cfg.compile, cfg.latency_threads)
     evaluator = StaticBatch(forward, EVAL_BATCH) if compile_s is not None else forward
     evaluation = evaluate_model(evaluator, loaders.val, loaders.test, cpu_runtime(rt))
     meta = {"model_config": student.model.model_config(), "data": data_meta(bundle),
@@ -120,15 +120,19 @@ def quantize_stage(cfg: TrainConfig, bundle: DataBundle, student: StageResult, s
                        extra={"fp32_source": source, "latency_runtime": runtime})
 
 
-def runnable_int8(quantized: nn.Module, examples: list[torch.Tensor],
-                  compile_model: bool) -> tuple[nn.Module, float | None]:
+def runnable_int8(quantized: nn.Module, examples: list[torch.Tensor], compile_model: bool,
+                  threads: int) -> tuple[nn.Module, float | None]:
     """The int8 module compiled for the shapes of ``examples``, or uncompiled with a warning when
-    compilation is off or impossible. Returns (module, compile seconds or None)."""
+    compilation is off or impossible. Returns (module, compile seconds or None).
+
+    Inductor writes the thread count into its kernels, so it compiles with the ``threads`` the
+    latency is measured with."""
     if not compile_model:
         log.info("student_quantized: --no_compile, evaluating the int8 model uncompiled (slower than fp32)")
         return quantized, None
     try:
-        compiled, seconds = compile_for_cpu(quantized, examples)
+        with cpu_threads(threads):
+            compiled, seconds = compile_for_cpu(quantized, examples)
     except CompileUnavailable as exc:
         log.warning("student_quantized: torch.compile is unavailable here (%s); evaluating the int8 "
                     "model uncompiled, which is slower than fp32", exc)
@@ -143,9 +147,8 @@ def prune_stage(cfg: TrainConfig, bundle: DataBundle, variant: str, teacher: nn.
                 dirs: tuple[Path, Path, Path]) -> StageResult:
     metrics_dir, models_dir, _ = dirs
     size = bundle.config.img_size
-    model = copy.deepcopy(student.model)
-    report = prune_model(model, cfg.prune_method, cfg.prune_sparsity,
-                         torch.randn(2, 3, size, size, device=rt.device))
+    model, report = prune_model(student.model, cfg.prune_method, cfg.prune_sparsity,
+                                torch.randn(2, 3, size, size, device=rt.device))
     log.info("student_pruned: %s pruning removed %.1f%% of the %s (requested %.1f%%)", report.method,
              100 * report.achieved, "parameters" if report.method == "structured" else "prunable weights",
              100 * report.requested)
