@@ -3,6 +3,8 @@ pipeline writing student_quantized.pth / student_pruned.pth with their numbers."
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -11,6 +13,7 @@ from cli_helpers import assert_one_line_error, run_cli, snapshot
 from torch import nn
 
 from firekd.checkpoints import load_model, load_payload, save_model
+from firekd.cli import main
 from firekd.compress.artifacts import load_quantized, save_quantized
 from firekd.compress.compile import CompileUnavailable, StaticBatch, compile_for_cpu
 from firekd.compress.prune import (
@@ -104,7 +107,7 @@ def test_quantize_needs_a_batch():
 @pytest.mark.slow
 def test_compiled_int8_matches_eager_and_static_batch_pads(fp32_and_int8):
     _, quantized = fp32_and_int8
-    compiled, seconds = compile_for_cpu(quantized, [images(4), images(1)])
+    compiled, seconds = compile_for_cpu(quantized, [images(4)])
     assert seconds > 0
     x = images(7, seed=5)  # 4 + 3: the second chunk is padded to 4
     with torch.no_grad():
@@ -119,6 +122,7 @@ def test_compile_without_a_compiler_is_a_clear_error(fp32_and_int8):
     import torch._inductor.config as inductor_config
 
     _, quantized = fp32_and_int8
+    torch._dynamo.reset()  # forget graphs compiled by other tests: this one must compile
     with inductor_config.patch({"cpp.cxx": ("/nonexistent/g++",), "fx_graph_cache": False}), \
             pytest.raises(CompileUnavailable, match="C\\+\\+ compiler"):
         compile_for_cpu(quantized, [images(3)])
@@ -279,38 +283,73 @@ EFFICIENCY = ("params", "gflops", "size_mb", "latency_ms_b1", "latency_ms_b32", 
 MODELS = ("teacher", "student", "student_quantized", "student_pruned")
 
 
+@pytest.fixture(scope="module")
+def trained_run(synth_small, tmp_path_factory):
+    """One tiny `firekd train`; returns (output folder, args, stdout)."""
+    output = tmp_path_factory.mktemp("compress_run")
+    args = ["train", "--csv", synth_small / "data.csv", "--output", output, "--seeds", "1", *TINY]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main([str(a) for a in args])
+    assert code == 0
+    return output, args, stdout.getvalue()
+
+
 @pytest.mark.slow
-def test_train_writes_compressed_students_with_efficiency(synth_small, tmp_path, capsys):
-    args = ["train", "--csv", synth_small / "data.csv", "--output", tmp_path, "--seeds", "1", "2", *TINY]
-    code, out, err = run_cli(args, capsys)
-    assert code == 0, err
+def test_train_writes_compressed_students_with_efficiency(trained_run):
+    output, _, stdout = trained_run
     run = "resnet18_kl_bce"
-    for seed in (1, 2):
-        models, metrics = (tmp_path / kind / run / f"seed_{seed}" for kind in ("models", "metrics"))
-        final = json.loads((metrics / "final_evaluation.json").read_text())
-        for name in MODELS:
-            assert all(final[name][k] > 0 for k in EFFICIENCY), (name, final[name])
-            assert (metrics / f"predictions_{name}.csv").exists()
-        assert final["student_quantized"]["size_mb"] < final["student"]["size_mb"] / 3
-        assert 0.4 <= final["student_pruned"]["prune_fraction"] <= 0.45
-        assert final["student_pruned"]["params"] < 0.6 * final["student"]["params"]
-        loaded, meta = load_quantized(models / "student_quantized.pth")
-        assert len(meta["thresholds"]) == 2
-        pruned, _ = load_model(models / "student_pruned.pth", kind="student")
-        assert parameter_count(pruned) == final["student_pruned"]["params"]
-        with torch.no_grad():
-            assert loaded(images(2))[0].shape == (2, 2)
-    aggregated = json.loads((tmp_path / "metrics" / run / "aggregated_results.json").read_text())
+    models, metrics = (output / kind / run / "seed_1" for kind in ("models", "metrics"))
+    final = json.loads((metrics / "final_evaluation.json").read_text())
+    for name in MODELS:
+        assert all(final[name][k] > 0 for k in EFFICIENCY), (name, final[name])
+        assert (metrics / f"predictions_{name}.csv").exists()
+    assert final["student_quantized"]["size_mb"] < final["student"]["size_mb"] / 3
+    assert 0.4 <= final["student_pruned"]["prune_fraction"] <= 0.42
+    assert final["student_pruned"]["params"] < 0.6 * final["student"]["params"]
+    loaded, meta = load_quantized(models / "student_quantized.pth")
+    assert len(meta["thresholds"]) == 2
+    pruned, _ = load_model(models / "student_pruned.pth", kind="student")
+    assert parameter_count(pruned) == final["student_pruned"]["params"]
+    with torch.no_grad():
+        assert loaded(images(2))[0].shape == (2, 2)
+    aggregated = json.loads((output / "metrics" / run / "aggregated_results.json").read_text())
     for name in MODELS:
         for key in ("f1_macro", *EFFICIENCY):
-            assert aggregated[name][key]["n"] == 2, (name, key)
-    assert "student_quantized" in out and "student_pruned" in out  # the results table
-    before = results_snapshot(tmp_path)
-    code, _, err = run_cli(args, capsys)  # same settings: every seed is done, nothing is redone
+            assert aggregated[name][key]["values"] == [final[name][key]], (name, key)
+    assert "student_quantized" in stdout and "student_pruned" in stdout  # the results table
+
+
+@pytest.mark.slow
+def test_rerun_with_the_same_settings_redoes_nothing(trained_run, capsys):
+    output, args, _ = trained_run
+    before = results_snapshot(output)
+    code, _, err = run_cli(args, capsys)
     assert code == 0 and "already done" in err
-    assert results_snapshot(tmp_path) == before
+    assert results_snapshot(output) == before
 
 
 def results_snapshot(output) -> dict[str, str]:
     """Hashes of every result file (the log and the environment record change on every run)."""
     return {k: v for k, v in snapshot(output).items() if not k.endswith(("run.log", "environment.json"))}
+
+
+@pytest.mark.slow
+def test_export_command_writes_and_evaluates_onnx(trained_run, synth_small, tmp_path, capsys):
+    output, _, _ = trained_run
+    models = output / "models" / "resnet18_kl_bce" / "seed_1"
+    common = ["--csv", synth_small / "data.csv", "--split_file",
+              output / "metrics" / "resnet18_kl_bce" / "split.csv", "--latency_runs", "2"]
+    code, out, err = run_cli(["export", "--checkpoint", models / "student_pruned.pth", "--out", tmp_path,
+                              *common], capsys)
+    assert code == 0, err
+    results = json.loads((tmp_path / "student_pruned_onnx_evaluation.json").read_text())
+    assert set(results) == {"student", "student_onnx", "student_onnx_int8", "run"}
+    assert results["run"]["img_size"] == SIZE  # from the checkpoint
+    assert results["student_onnx"]["f1_macro"] == pytest.approx(results["student"]["f1_macro"], abs=0.02)
+    assert results["student_onnx_int8"]["size_mb"] < results["student_onnx"]["size_mb"] / 3
+    assert "student_onnx_int8" in out
+    for wrong, pattern in ((models / "teacher_best.pth", "holds a teacher model, expected a student"),
+                           (models / "student_quantized.pth", "is the int8 student")):
+        code, _, err = run_cli(["export", "--checkpoint", wrong, "--out", tmp_path, *common], capsys)
+        assert_one_line_error(code, err, pattern)

@@ -102,7 +102,8 @@ def quantize_stage(cfg: TrainConfig, bundle: DataBundle, student: StageResult, s
     size = bundle.config.img_size
     quantized, used = quantize_int8(student.model, calibration_batches(cfg, bundle, seed),
                                     cfg.calibration_batches)
-    examples = [torch.randn(b, 3, size, size) for b in (EVAL_BATCH, 1)]
+    batches = LATENCY_BATCHES[::-1] if cfg.latency_runs else (EVAL_BATCH,)  # each shape compiles anew
+    examples = [torch.randn(b, 3, size, size) for b in batches]
     forward, compile_s = runnable_int8(quantized, examples, cfg.compile, cfg.latency_threads)
     evaluator = StaticBatch(forward, EVAL_BATCH) if compile_s is not None else forward
     evaluation = evaluate_model(evaluator, loaders.val, loaders.test, cpu_runtime(rt))
