@@ -142,8 +142,8 @@ def add_compression_args(p: argparse.ArgumentParser) -> None:
                         "(default: 0.4)")
     g.add_argument("--finetune_epochs", type=positive_int, default=10,
                    help="maximum fine-tuning epochs after pruning, with the same loss variant and "
-                        "teacher, early stopping (--patience_student), peak LR a tenth of "
-                        "--lr_student (default: 10)")
+                        "teacher, early stopping (--patience_student) and the student's schedule "
+                        "and peak LR (--lr_student) (default: 10)")
     g.add_argument("--calibration_batches", type=positive_int, default=32,
                    help="training batches (of --batch_size, no augmentation) that set the int8 "
                         "activation ranges; fewer when the train split is smaller (default: 32)")
@@ -154,12 +154,12 @@ def add_compression_args(p: argparse.ArgumentParser) -> None:
                              "per seed on 2 cores, less on a rerun (inductor's cache). Falls back to "
                              "uncompiled, with a warning, where compiling is impossible (default)")
     switch.add_argument("--no_compile", dest="compile", action="store_false",
-                        help="evaluate the int8 student uncompiled: same predictions, no compile "
-                             "cost, but slower than fp32, so its latency means little")
+                        help="evaluate the int8 student uncompiled: nearly the same predictions, "
+                             "no compile cost, but slower than fp32, so its latency means little")
     g.add_argument("--onnx", action="store_true",
                    help="also export each seed's student as ONNX (student_best.onnx) and as "
                         "onnxruntime static int8 QDQ (student_best_int8.onnx), evaluated as "
-                        "student_onnx and student_onnx_int8 (see also firekd export)")
+                        "student_onnx and student_onnx_int8; with --compress (see also firekd export)")
     g.add_argument("--latency_runs", type=non_negative_int, default=20,
                    help="timed forward passes per CPU latency number (median, after 3 warm-up "
                         "passes, random inputs at --img_size); 0 skips latency (default: 20)")
