@@ -22,6 +22,7 @@ from firekd.recipes.synth import write_synthetic
 
 pytestmark = pytest.mark.slow
 TINY = ["--epochs_teacher", "1", "--epochs_student", "1", "--no_pretrained", "--img_size", "32",
+        "--finetune_epochs", "1", "--no_quant_compile", "--latency_runs", "2",
         "--num_workers", "0", "--batch_size", "32", "--lr_teacher", "1e-3"]
 SPEC_SNIPPET = """
 import json
@@ -88,6 +89,7 @@ def test_output_tree_for_every_variant_and_seed(ablation: Path):
             assert (metrics / "final_evaluation.json").is_file()
             assert (metrics / "student_train_log.json").is_file()
             assert (models / "student_best.pth").is_file()
+            assert (models / "student_quantized.pth").is_file() and (models / "student_pruned.pth").is_file()
             assert (graphs / "student_training_curves.png").is_file()
             has_teacher = variant != "bce"
             assert (metrics / "teacher_train_log.json").is_file() == has_teacher
@@ -98,7 +100,7 @@ def test_output_tree_for_every_variant_and_seed(ablation: Path):
 
 def test_final_evaluation_schema(ablation: Path):
     final = json.loads((ablation / "metrics/resnet18_kl_l2_bce/seed_1/final_evaluation.json").read_text())
-    assert set(final) >= {"teacher", "student", "run"}
+    assert set(final) >= {"teacher", "student", "student_quantized", "student_pruned", "run"}
     for model in ("teacher", "student"):
         m = final[model]
         for key in ("f1_macro", "f1_fire", "f1_smoke", "precision_fire", "recall_smoke", "accuracy",
@@ -166,7 +168,7 @@ def spec_runs(data, tmp_path_factory):
         [sys.executable, str(ROOT / f"scripts/resnet-152/train_kd_{variant}.py"), "--csv", str(data),
          "--output", "output", "--epochs_teacher", "1", "--epochs_student", "1", "--batch_size", "32",
          "--seeds", "42", "123", "--no_pretrained", "--img_size", "32", "--num_workers", "0",
-         "--lr_teacher", "1e-3", "--max_embed_points", "0"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--lr_teacher", "1e-3", "--max_embed_points", "0", "--no_compress"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for variant in ("kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce")]
     results = [p.communicate(timeout=900) for p in procs]
     for proc, (_, err) in zip(procs, results, strict=True):

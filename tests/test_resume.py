@@ -30,7 +30,8 @@ def _command(data: Path, output: Path) -> list[str]:
     return [sys.executable, "-m", "firekd", "train", "--csv", str(data), "--output", str(output),
             "--teacher", "resnet18", "--variant", "kl_bce", "--seeds", "5", "--epochs_teacher", "6",
             "--epochs_student", "2", "--patience_teacher", "10", "--no_pretrained", "--img_size", "32",
-            "--num_workers", "0", "--batch_size", "16", "--lr_teacher", "1e-3", "--max_embed_points", "0"]
+            "--num_workers", "0", "--batch_size", "16", "--lr_teacher", "1e-3", "--max_embed_points", "0",
+            "--no_compress"]
 
 
 def _run(data: Path, output: Path) -> subprocess.CompletedProcess:

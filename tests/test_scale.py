@@ -16,7 +16,8 @@ from firekd.recipes.synth import write_synthetic
 
 pytestmark = pytest.mark.slow
 TINY = ["--epochs_teacher", "2", "--epochs_student", "2", "--no_pretrained", "--img_size", "32",
-        "--num_workers", "0", "--lr_teacher", "1e-3", "--max_embed_points", "0"]
+        "--num_workers", "0", "--lr_teacher", "1e-3", "--max_embed_points", "0",
+        "--no_compress"]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 A checkpoint is ``{"format", "kind", "model_config", "state_dict", "meta"}``: everything needed to
 rebuild the architecture (``create_teacher(**model_config)`` / ``create_student(...)``) and nothing
-that needs unpickling arbitrary objects.
+that needs unpickling arbitrary objects. A structurally pruned model adds ``"structure"``: its
+narrower layers as plain sizes (see ``firekd.compress.structure``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ FORMAT = "firekd-model/1"
 
 
 def save_model(path: str | Path, model: nn.Module, *, kind: str, meta: dict | None = None,
-               state_dict: dict | None = None) -> None:
+               state_dict: dict | None = None, structure: dict | None = None) -> None:
     payload = {"format": FORMAT, "kind": kind, "model_config": model.model_config(),
                "state_dict": state_dict if state_dict is not None else model.state_dict(),
                "meta": meta or {}}
+    if structure:
+        payload["structure"] = structure
     save_payload(path, payload)
 
 
@@ -56,7 +59,12 @@ def build_from_payload(payload: dict) -> nn.Module:
     config = {k: v for k, v in payload["model_config"].items()
               if k not in ("pretrained", "pretrained_file")}  # the weights come from the checkpoint
     factory = create_teacher if payload["kind"] == "teacher" else create_student
-    return factory(**config, pretrained=False)
+    model = factory(**config, pretrained=False)
+    if payload.get("structure"):
+        from firekd.compress.structure import apply_structure
+
+        apply_structure(model, payload["structure"], payload["state_dict"])
+    return model
 
 
 def load_model(path: str | Path, *, kind: str | None = None,

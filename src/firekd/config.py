@@ -51,6 +51,13 @@ class TrainConfig:
     patience_student: int = 5
     prune_sparsity: float = 0.4
     finetune_epochs: int = 10
+    compress: bool = True
+    prune_method: str = "structured"
+    calibration_batches: int = 32
+    quant_compile: bool = True  # the int8 student through torch.compile (inductor, freezing)
+    latency_runs: int = 20  # 0: no latency numbers
+    latency_threads: int = 1
+    onnx: bool = False  # also export the student as ONNX fp32 + onnxruntime int8
     loss_weights: dict[str, float] = field(default_factory=dict)
     student: str = "firekd_student"
     teacher_modalities: str = "rgb+ir"

@@ -11,7 +11,7 @@ from firekd.cli.args import Parser
 from firekd.errors import FirekdError, one_line
 
 COMMAND_MODULES = ("firekd.cli.data_cmds", "firekd.cli.convert_cmd", "firekd.cli.models_cmd",
-                   "firekd.cli.train_cmds", "firekd.cli.eval_cmds")
+                   "firekd.cli.train_cmds", "firekd.cli.eval_cmds", "firekd.cli.export_cmd")
 
 
 def _join_distributed() -> int:
@@ -33,6 +33,10 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     for noisy in ("matplotlib", "PIL", "numba", "timm", "urllib3", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for chatty in ("onnxscript", "onnx_ir"):  # the ONNX exporter's optimisation passes log at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    for chatty in ("torch.utils._pytree", "torch.utils.cpp_extension"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)  # deprecation/CUDA_HOME notices on import
     warnings.filterwarnings("ignore", category=UserWarning, module="torch.*")
 
 

@@ -14,6 +14,7 @@ from firekd.cli.args import (
     positive_float,
     positive_int,
 )
+from firekd.compress import PRUNE_METHODS
 from firekd.config import TrainConfig
 from firekd.engine import distributed
 from firekd.kd.variants import VARIANTS, check_loss_weights, check_variant, parse_loss_weights
@@ -133,12 +134,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="initialise teachers randomly instead of from ImageNet weights")
     g.add_argument("--teacher_weights", default=None, metavar="PATH",
                    help="local timm-compatible ImageNet weights file for the teacher backbone")
-    g = p.add_argument_group("compression")
-    g.add_argument("--prune_sparsity", type=open_fraction, default=0.4,
-                   help="fraction of the student's parameters removed by pruning, in (0, 1) "
-                        "(default: 0.4)")
-    g.add_argument("--finetune_epochs", type=positive_int, default=10,
-                   help="KD fine-tuning epochs after pruning (default: 10)")
+    add_compression_args(p)
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
@@ -154,6 +150,63 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max_embed_points", type=non_negative_int, default=2000,
                    help="test samples (a seeded random subset) shown in each t-SNE/UMAP figure; "
                         "0 skips those figures (default: 2000)")
+
+
+COMPRESSION_HELP = (
+    "Per seed, after the student: student_quantized.pth, the int8 student (torchao PT2E static "
+    "quantization, X86InductorQuantizer), a torch.export archive (zip: graph JSON, int8 weights, "
+    "scales; load with firekd.compress.artifacts.load_quantized or torch.export.load after "
+    "'import torchao.quantization.pt2e'), evaluated on the CPU; and student_pruned.pth, the pruned "
+    "and fine-tuned student, a plain checkpoint (architecture config + the pruned layers' sizes + "
+    "weights; loads with weights_only=True via firekd.checkpoints.load_model). Every model gets "
+    "params, gflops, size_mb, latency_ms_b1/b32 (CPU, median) and cpu_threads in "
+    "final_evaluation.json (throughput_cuda on a GPU).")
+
+
+def add_compression_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("compression", description=COMPRESSION_HELP)
+    switch = g.add_mutually_exclusive_group()
+    switch.add_argument("--compress", dest="compress", action="store_true", default=True,
+                        help="quantize and prune the student of every seed (the default)")
+    switch.add_argument("--no_compress", dest="compress", action="store_false",
+                        help="skip quantization and pruning (teacher and student only)")
+    g.add_argument("--prune_method", choices=PRUNE_METHODS, default="structured",
+                   help="structured: remove whole channels (Torch-Pruning, L2 magnitude, output "
+                        "layer kept), a smaller dense model; unstructured: zero single weights "
+                        "(global L1 magnitude), same size and speed on dense kernels "
+                        "(default: structured)")
+    g.add_argument("--prune_sparsity", type=open_fraction, default=0.4,
+                   help="fraction of the student's parameters removed, in (0, 1): structured "
+                        "removes channels until the parameter count has dropped by at least this "
+                        "fraction; unstructured zeroes exactly this fraction of the conv and "
+                        "linear weights. The fraction achieved is reported as prune_fraction "
+                        "(default: 0.4)")
+    g.add_argument("--finetune_epochs", type=positive_int, default=10,
+                   help="maximum fine-tuning epochs after pruning, with the same loss variant and "
+                        "teacher, early stopping (--patience_student) and the student's schedule "
+                        "and peak LR (--lr_student) (default: 10)")
+    g.add_argument("--calibration_batches", type=positive_int, default=32,
+                   help="training batches (of --batch_size, no augmentation) that set the int8 "
+                        "activation ranges; fewer when the train split is smaller (default: 32)")
+    switch = g.add_mutually_exclusive_group()
+    switch.add_argument("--quant_compile", dest="quant_compile", action="store_true", default=True,
+                        help="run the int8 student through torch.compile (inductor, freezing) for "
+                             "its evaluation and latency, compiled for batch 32 and 1: about 10-40 s "
+                             "per seed on 2 cores, less on a rerun (inductor's cache). Falls back to "
+                             "uncompiled, with a warning, where compiling is impossible (default)")
+    switch.add_argument("--no_quant_compile", dest="quant_compile", action="store_false",
+                        help="evaluate the int8 student uncompiled: nearly the same predictions, "
+                             "no compile cost, but slower than fp32, so its latency means little")
+    g.add_argument("--onnx", action="store_true",
+                   help="also export each seed's student as ONNX (student_best.onnx) and as "
+                        "onnxruntime static int8 QDQ (student_best_int8.onnx), evaluated as "
+                        "student_onnx and student_onnx_int8; with --compress (see also firekd export)")
+    g.add_argument("--latency_runs", type=non_negative_int, default=20,
+                   help="timed forward passes per CPU latency number (median, after 3 warm-up "
+                        "passes, random inputs at --img_size); 0 skips latency (default: 20)")
+    g.add_argument("--latency_threads", type=positive_int, default=1,
+                   help="CPU threads while measuring latency, recorded as cpu_threads (default: 1, "
+                        "reproducible on a shared machine)")
 
 
 def train_config(args: argparse.Namespace, teachers: list[str], variants: list[str]) -> TrainConfig:
@@ -172,7 +225,11 @@ def train_config(args: argparse.Namespace, teachers: list[str], variants: list[s
         lr_teacher=args.lr_teacher, lr_student=args.lr_student, weight_decay=args.weight_decay,
         kd_temperature=args.kd_temperature, patience_teacher=args.patience_teacher,
         patience_student=args.patience_student, prune_sparsity=args.prune_sparsity,
-        finetune_epochs=args.finetune_epochs, loss_weights=weights, student=args.student,
+        finetune_epochs=args.finetune_epochs, compress=args.compress, prune_method=args.prune_method,
+        calibration_batches=args.calibration_batches, quant_compile=args.quant_compile,
+        latency_runs=args.latency_runs, latency_threads=args.latency_threads, onnx=args.onnx,
+        loss_weights=weights,
+        student=args.student,
         teacher_modalities=args.teacher_modalities, pretrained=not args.no_pretrained,
         teacher_weights=args.teacher_weights, pos_weight=args.pos_weight, device=args.device,
         amp=args.amp, retrain_teacher=args.retrain_teacher, overwrite=args.overwrite,

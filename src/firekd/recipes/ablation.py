@@ -21,6 +21,7 @@ from firekd.io import ensure_writable, read_json, write_csv, write_json
 from firekd.kd.variants import uses_teacher
 from firekd.metrics.stats import aggregate_runs
 from firekd.recipes.common import data_fingerprint, make_runtime, stable_hash
+from firekd.recipes.compress import add_efficiency, compress_student, compression_settings
 from firekd.recipes.data import DataBundle, load_data, open_cache
 from firekd.recipes.figures import EMBEDDED_MODELS, write_embedding_figures, write_metric_figures
 from firekd.recipes.train import (
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 RUN_KEYS_IGNORED = ("seeds", "teachers", "variants", "num_workers", "device", "overwrite",
                     "retrain_teacher", "tensorboard", "output", "teacher_reuse", "compile",
                     "teacher_only", "jobs", "gpus", "executor", "ray_address", "ray_gpus_per_job",
-                    "sync_bn", "max_embed_points")
+                    "sync_bn", "max_embed_points", "latency_runs", "latency_threads")
 TEACHER_KEYS = ("epochs_teacher", "lr_teacher", "patience_teacher", "teacher_modalities", "pretrained",
                 "teacher_weights", "kd_temperature")  # irrelevant to the student-alone control
 
@@ -166,7 +167,7 @@ def _run_seed(cfg: TrainConfig, bundle: DataBundle, data_fp: str, teacher_name: 
     variants = list(cfg.variants)
     t_keys = {v: _teacher_key(cfg, data_fp, teacher_name, v, seed) for v in variants}
     settings = {v: student_settings(cfg, v, seed, data_fp, t_keys[v]) for v in variants}
-    hashes = {v: stable_hash(settings[v]) for v in variants}
+    hashes = {v: variant_settings_hash(cfg, data_fp, teacher_name, v, seed) for v in variants}
     todo = [v for v in variants if not _seed_done(runs[teacher_name, v], seed, hashes[v])]
     for v in sorted(set(variants) - set(todo)):
         log.info("%s seed %d: already done, skipping", runs[teacher_name, v].name, seed)
@@ -191,6 +192,11 @@ def _run_seed(cfg: TrainConfig, bundle: DataBundle, data_fp: str, teacher_name: 
         if teacher:
             write_teacher_outputs(teacher, dirs)
             models = {"teacher": teacher, **models}
+        if cfg.compress:
+            kd_teacher = teacher.model if teacher else None
+            models.update(compress_student(cfg, bundle, variant, kd_teacher, student, seed, rt, loaders,
+                                           dirs))
+        add_efficiency(cfg, bundle, models, dirs[1], rt)
         _write_seed_outputs(run, dirs, seed, variant, models, student, hashes[variant], bundle,
                             cfg.max_embed_points)
         log.info("%s seed %d: done in %.0fs, student f1_macro %.4f", run.name, seed,
@@ -209,7 +215,7 @@ def _teacher_key(cfg: TrainConfig, data_fp: str, teacher: str, variant: str, see
 def variant_settings_hash(cfg: TrainConfig, data_fp: str, teacher: str, variant: str, seed: int) -> str:
     """What a finished seed's final_evaluation.json records: same hash, same result."""
     t_key = _teacher_key(cfg, data_fp, teacher, variant, seed)
-    return stable_hash(student_settings(cfg, variant, seed, data_fp, t_key))
+    return stable_hash({**student_settings(cfg, variant, seed, data_fp, t_key), **compression_settings(cfg)})
 
 
 def _own_teacher(cfg: TrainConfig, variant: str) -> str | None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from firekd import LABELS
 from firekd.checkpoints import build_from_payload, load_payload, load_state
+from firekd.compress.artifacts import is_quantized_file, load_quantized
 from firekd.data.checks import check_files
 from firekd.data.csv import ColumnNames, read_records
 from firekd.data.dataset import FileSource, PairedDataset, make_loader
@@ -86,6 +87,7 @@ def _firekd_checkpoint(path: Path) -> Loaded:
 # Tried in order, the first that accepts the file loads it. Another format of saved model (e.g. the
 # int8 archive) needs one line here, before the catch-all firekd checkpoint.
 CHECKPOINT_LOADERS: list[Loader] = [
+    Loader(lambda p: Loaded(*load_quantized(p), "student_quantized"), is_quantized_file, cpu_only=True),
     Loader(_firekd_checkpoint),
 ]
 

@@ -1,0 +1,88 @@
+"""The `export` command: a student checkpoint as ONNX fp32 and onnxruntime int8, both evaluated."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from firekd.cli.args import add_data_args, data_config, non_negative_int, positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a student checkpoint as ONNX (fp32 and static int8) and evaluate both",
+        description="Write a trained student (student_best.pth or student_pruned.pth) as ONNX fp32 "
+        "(<stem>.onnx: input 'rgb' float32 (B,3,H,W) normalised like training, outputs 'logits' "
+        "(B,2) and 'embedding' (B,D), dynamic batch) and as onnxruntime static int8 in QDQ format "
+        "(<stem>_int8.onnx: per-channel int8 weights, int8 activations calibrated on training "
+        "images). Both run with onnxruntime on the CPU and are evaluated on the test split of "
+        "--csv next to the torch fp32 checkpoint (thresholds chosen on validation): metrics, "
+        "parameters, GFLOPs, file size and CPU latency are printed and written to "
+        "<stem>_onnx_evaluation.json. Use the split of the training run (--split_file "
+        "output/metrics/<run>/split.csv) so the test images are the ones the student never saw.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="fp32 student checkpoint: student_best.pth or student_pruned.pth of a run")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for the ONNX files and the JSON (default: the checkpoint's folder)")
+    add_data_args(p)
+    _default_size_from_checkpoint(p)
+    g = p.add_argument_group("export")
+    g.add_argument("--calibration_batches", type=positive_int, default=32,
+                   help="shuffled training batches (no augmentation) that set the int8 activation "
+                        "ranges (default: 32, fewer when the train split is smaller)")
+    g.add_argument("--batch_size", type=positive_int, default=64,
+                   help="batch size of calibration and evaluation (default: 64)")
+    g.add_argument("--latency_runs", type=non_negative_int, default=20,
+                   help="timed forward passes per CPU latency number (median after 3 warm-up "
+                        "passes, batch 1 and 32); 0 skips latency (default: 20)")
+    g.add_argument("--latency_threads", type=positive_int, default=1,
+                   help="CPU threads of torch and onnxruntime, for evaluation and latency (default: 1)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the calibration batches' shuffle (default: 0)")
+    p.set_defaults(func=run_export)
+
+
+def _default_size_from_checkpoint(p: argparse.ArgumentParser) -> None:
+    """--img_size defaults to the size the checkpoint was trained at, not 224."""
+    for action in p._actions:
+        if action.dest == "img_size":
+            action.default = None
+            action.help = ("image size in pixels, a multiple of 32 (default: the size recorded in "
+                           "the checkpoint)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from firekd.checkpoints import load_payload
+    from firekd.compress.artifacts import is_quantized_file
+    from firekd.recipes.export import export_checkpoint, load_fp32_student
+
+    checkpoint = Path(args.checkpoint)
+    if args.img_size is None:
+        if checkpoint.is_file() and is_quantized_file(checkpoint):
+            load_fp32_student(checkpoint)  # raises the one-line error
+        args.img_size = load_payload(checkpoint).get("meta", {}).get("data", {}).get("img_size") or 224
+    out = Path(args.out) if args.out else checkpoint.parent
+    results = export_checkpoint(checkpoint, data_config(args, require_ir=False), out,
+                                batch_size=args.batch_size, calibration_batches=args.calibration_batches,
+                                latency_runs=args.latency_runs, latency_threads=args.latency_threads,
+                                seed=args.seed)
+    print(tabulate(_rows(results), headers=["model", "f1_macro", "Δ f1_macro", "size (MB)",
+                                            "latency b1 (ms)", "latency b32 (ms)"],
+                   tablefmt="github", disable_numparse=True))
+    print(f"\nwritten to {out}: {checkpoint.stem}.onnx, {checkpoint.stem}_int8.onnx, "
+          f"{checkpoint.stem}_onnx_evaluation.json")
+    return 0
+
+
+def _rows(results: dict) -> list[list[str]]:
+    base = results["student"]["f1_macro"]
+    rows = []
+    for name, m in results.items():
+        if name == "run":
+            continue
+        latency = [f"{m[k]:.2f}" if k in m else "-" for k in ("latency_ms_b1", "latency_ms_b32")]
+        rows.append([name, f"{m['f1_macro']:.4f}", f"{m['f1_macro'] - base:+.4f}", f"{m['size_mb']:.2f}",
+                     *latency])
+    return rows

@@ -1,0 +1,78 @@
+"""``firekd export``: a student checkpoint as ONNX fp32 and onnxruntime static int8 (QDQ), both
+evaluated on the test split (thresholds from validation) next to the torch fp32 checkpoint, with
+their efficiency numbers, written to ``{stem}_onnx_evaluation.json``."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from firekd.checkpoints import load_model
+from firekd.compress.artifacts import is_quantized_file
+from firekd.config import DataConfig
+from firekd.data.dataset import make_loader
+from firekd.data.transforms import PairedTransform
+from firekd.engine.runtime import Runtime
+from firekd.errors import ModelError
+from firekd.io import ensure_writable, write_json
+from firekd.recipes.compress import measure_stage, onnx_stages
+from firekd.recipes.data import DataBundle, load_data
+from firekd.recipes.evaluate import evaluate_model
+from firekd.recipes.train import StageResult
+
+log = logging.getLogger(__name__)
+
+
+def load_fp32_student(path: str | Path) -> tuple[nn.Module, dict]:
+    """An fp32 student checkpoint (student_best.pth, student_pruned.pth); clear errors otherwise."""
+    path = Path(path)
+    if path.is_file() and is_quantized_file(path):
+        raise ModelError(f"{path} is the int8 student; export takes an fp32 student checkpoint "
+                         "(student_best.pth or student_pruned.pth)")
+    model, meta = load_model(path, kind="student")
+    model.eval()
+    return model, meta
+
+
+def eval_loaders(bundle: DataBundle, batch_size: int, seed: int):
+    """(calibration, val, test) loaders with the evaluation transform (calibration: shuffled train)."""
+    transform = PairedTransform(bundle.config.img_size, train=False, ir_max=bundle.ir_spec.max_value)
+    common = {"batch_size": batch_size, "transform": transform, "seed": seed}
+    calibration = make_loader(bundle.dataset("train"), train=True,
+                              generator=torch.Generator().manual_seed(seed), **common)
+    return (calibration, make_loader(bundle.dataset("val"), train=False, **common),
+            make_loader(bundle.dataset("test"), train=False, **common))
+
+
+def export_checkpoint(checkpoint: str | Path, data: DataConfig, out_dir: str | Path, *,
+                      batch_size: int = 64, calibration_batches: int = 32, latency_runs: int = 20,
+                      latency_threads: int = 1, seed: int = 0) -> dict[str, dict]:
+    """The checkpoint as torch fp32 (the reference), ONNX fp32 and ONNX int8: metrics on the test
+    split and efficiency of each; returns and writes {model: metrics} plus a "run" entry."""
+    checkpoint = Path(checkpoint)
+    model, _ = load_fp32_student(checkpoint)
+    out_dir = ensure_writable(out_dir, "--out")
+    bundle = load_data(data)
+    calib_loader, val, test = eval_loaders(bundle, batch_size, seed)
+    calibration = (rgb for rgb, *_ in itertools.islice(calib_loader, calibration_batches))
+    rt = Runtime(torch.device("cpu"), amp=False, channels_last=False)
+    size = bundle.config.img_size
+    stages = {"student": StageResult(model, {}, evaluate_model(model, val, test, rt), checkpoint.parent,
+                                     extra={"checkpoint": checkpoint})}
+    stages.update(onnx_stages(model, calibration, val, test, rt, out_dir, checkpoint.stem,
+                              latency_threads, size))
+    results = {}
+    for name, stage in stages.items():
+        efficiency = measure_stage(stage, stage.extra["checkpoint"], size=size,
+                                   ir_channels=max(1, bundle.ir_spec.channels), runs=latency_runs,
+                                   threads=latency_threads, rt=rt)
+        results[name] = {**stage.evaluation.metrics, **efficiency}
+    results["run"] = {"checkpoint": str(checkpoint), "csv": str(data.csv), "img_size": size,
+                      "calibration_batches": min(calibration_batches, len(calib_loader)),
+                      "n_test": len(test.dataset)}
+    write_json(out_dir / f"{checkpoint.stem}_onnx_evaluation.json", results)
+    return results
