@@ -61,7 +61,7 @@ def test_ddp_two_processes_on_cpu_close_to_a_single_process(data, single, tmp_pa
     n_test = json.loads((tmp_path / "metrics/resnet18_kl_bce/seed_1/final_evaluation.json").read_text())["run"]["n_test"]
     rows = (tmp_path / "metrics/resnet18_kl_bce/seed_1/predictions_student.csv").read_text().splitlines()
     assert len(rows) - 1 == n_test  # gathered over both ranks, padding removed
-    assert proc.stdout.count("| resnet18_kl_bce | student |") == 1  # only rank 0 reports
+    assert proc.stdout.count("results in ") == 1  # only rank 0 reports
     again = _firekd(*args, launcher=torchrun)
     assert "already done, skipping" in again.stderr
 
