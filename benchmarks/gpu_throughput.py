@@ -20,6 +20,7 @@ import torch
 
 from firekd.config import DataConfig, TrainConfig
 from firekd.data.synthetic import SynthConfig
+from firekd.engine.loop import train_step
 from firekd.kd.distiller import Distiller, Supervised
 from firekd.kd.variants import VARIANTS
 from firekd.models import create_student, create_teacher
@@ -37,14 +38,8 @@ def images_per_s(task, weights, batches, rt, steps: int) -> float:
             if rt.cuda:
                 torch.cuda.synchronize()
             seen, t0 = 0, time.perf_counter()
-        rgb, ir, labels, _ = batch
-        with rt.autocast():
-            _, terms = task(rgb, ir, labels)
-        loss = sum(weights[k] * v for k, v in terms.items())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        seen += len(rgb)
+        train_step(task, batch, opt, weights, rt)
+        seen += len(batch[0])
         if step >= steps + 10:
             break
     if rt.cuda:

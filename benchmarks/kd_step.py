@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from firekd.engine.loop import train_step
 from firekd.engine.runtime import Runtime, resolve_device
 from firekd.kd.distiller import Distiller, Supervised
 from firekd.kd.variants import VARIANTS
@@ -26,12 +27,7 @@ def step_time(task, rt: Runtime, rgb, ir, labels, steps: int) -> float:
     task.train()
 
     def one():
-        with rt.autocast():
-            _, terms = task(rgb, ir, labels)
-        loss = sum(weights[k] * v for k, v in terms.items())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(task, (rgb, ir, labels, None), opt, weights, rt)
 
     one()  # warm-up
     if rt.cuda:

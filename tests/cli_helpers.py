@@ -9,6 +9,40 @@ from pathlib import Path
 
 from firekd.cli import main
 
+# The spec's own code for comparing the variants, verbatim: it must run on firekd's outputs.
+SPEC_SNIPPET = """
+import json
+import pandas as pd
+
+# Load aggregated results
+baseline = json.load(open('output/metrics/resnet152_kl_bce/aggregated_results.json'))
+variant1 = json.load(open('output/metrics/resnet152_kl_l2_bce/aggregated_results.json'))
+variant2 = json.load(open('output/metrics/resnet152_kl_contrastive_l2_bce/aggregated_results.json'))
+
+# Compare student F1 scores
+results = {
+    'Loss Configuration': ['Baseline (KL+BCE)', 'Variant 1 (KL+L2+BCE)', 'Variant 2 (KL+Cont+L2+BCE)'],
+    'F1 Macro': [
+        f"{baseline['student']['f1_macro']['mean']:.4f} ± {baseline['student']['f1_macro']['std']:.4f}",
+        f"{variant1['student']['f1_macro']['mean']:.4f} ± {variant1['student']['f1_macro']['std']:.4f}",
+        f"{variant2['student']['f1_macro']['mean']:.4f} ± {variant2['student']['f1_macro']['std']:.4f}"
+    ],
+    'F1 Fire': [
+        f"{baseline['student']['f1_fire']['mean']:.4f}",
+        f"{variant1['student']['f1_fire']['mean']:.4f}",
+        f"{variant2['student']['f1_fire']['mean']:.4f}"
+    ],
+    'F1 Smoke': [
+        f"{baseline['student']['f1_smoke']['mean']:.4f}",
+        f"{variant1['student']['f1_smoke']['mean']:.4f}",
+        f"{variant2['student']['f1_smoke']['mean']:.4f}"
+    ]
+}
+
+df = pd.DataFrame(results)
+print(df.to_markdown(index=False))
+"""
+
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     try:

@@ -45,7 +45,7 @@ def write_csv(path: Path, text: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(synth_small, tmp_path_factory) -> Path:
     """A real ablation on the synthetic set: resnet18 x (kl_bce, bce), seed 1, one epoch each, with
-    every figure; returns its --output folder. In-process, so that numba compiles UMAP only once."""
+    every figure (compression is tested on its own in test_compress); returns its --output folder. In-process, so that numba compiles UMAP only once."""
     from firekd.cli import main
 
     out = tmp_path_factory.mktemp("tiny_run")
@@ -53,6 +53,6 @@ def tiny_run(synth_small, tmp_path_factory) -> Path:
                  "--teachers", "resnet18", "--variants", "kl_bce", "bce", "--seeds", "1",
                  "--epochs_teacher", "1", "--epochs_student", "1", "--no_pretrained", "--img_size", "32",
                  "--batch_size", "32", "--num_workers", "0", "--lr_teacher", "1e-3",
-                 "--max_embed_points", "12"])
+                 "--max_embed_points", "12", "--no_compress", "--latency_runs", "2"])
     assert code == 0
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import SPEC_SNIPPET, assert_one_line_error, run_cli
 from scipy import stats
 from test_evaluation import assert_png_with_content
 
@@ -147,40 +147,6 @@ def test_compare_tolerates_compressed_models_and_efficiency(tmp_path: Path, caps
     quantized = tests[tests["model"] == "student_quantized"]
     assert set(zip(quantized["a"], quantized["b"], strict=True)) == {("kl_bce", "bce")}
     assert quantized[quantized["metric"] == "f1_fire"]["n"].tolist() == [0]  # metric absent: no test
-
-
-SPEC_SNIPPET = """
-import json
-import pandas as pd
-
-# Load aggregated results
-baseline = json.load(open('output/metrics/resnet152_kl_bce/aggregated_results.json'))
-variant1 = json.load(open('output/metrics/resnet152_kl_l2_bce/aggregated_results.json'))
-variant2 = json.load(open('output/metrics/resnet152_kl_contrastive_l2_bce/aggregated_results.json'))
-
-# Compare student F1 scores
-results = {
-    'Loss Configuration': ['Baseline (KL+BCE)', 'Variant 1 (KL+L2+BCE)', 'Variant 2 (KL+Cont+L2+BCE)'],
-    'F1 Macro': [
-        f"{baseline['student']['f1_macro']['mean']:.4f} ± {baseline['student']['f1_macro']['std']:.4f}",
-        f"{variant1['student']['f1_macro']['mean']:.4f} ± {variant1['student']['f1_macro']['std']:.4f}",
-        f"{variant2['student']['f1_macro']['mean']:.4f} ± {variant2['student']['f1_macro']['std']:.4f}"
-    ],
-    'F1 Fire': [
-        f"{baseline['student']['f1_fire']['mean']:.4f}",
-        f"{variant1['student']['f1_fire']['mean']:.4f}",
-        f"{variant2['student']['f1_fire']['mean']:.4f}"
-    ],
-    'F1 Smoke': [
-        f"{baseline['student']['f1_smoke']['mean']:.4f}",
-        f"{variant1['student']['f1_smoke']['mean']:.4f}",
-        f"{variant2['student']['f1_smoke']['mean']:.4f}"
-    ]
-}
-
-df = pd.DataFrame(results)
-print(df.to_markdown(index=False))
-"""
 
 
 def test_the_specs_comparison_snippet_runs_unchanged(tmp_path: Path):

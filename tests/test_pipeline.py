@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import SPEC_SNIPPET, run_cli
 from conftest import ROOT
 from scipy import stats
 
@@ -24,40 +24,6 @@ pytestmark = pytest.mark.slow
 TINY = ["--epochs_teacher", "1", "--epochs_student", "1", "--no_pretrained", "--img_size", "32",
         "--finetune_epochs", "1", "--no_quant_compile", "--latency_runs", "2",
         "--num_workers", "0", "--batch_size", "32", "--lr_teacher", "1e-3"]
-SPEC_SNIPPET = """
-import json
-import pandas as pd
-
-# Load aggregated results
-baseline = json.load(open('output/metrics/resnet152_kl_bce/aggregated_results.json'))
-variant1 = json.load(open('output/metrics/resnet152_kl_l2_bce/aggregated_results.json'))
-variant2 = json.load(open('output/metrics/resnet152_kl_contrastive_l2_bce/aggregated_results.json'))
-
-# Compare student F1 scores
-results = {
-    'Loss Configuration': ['Baseline (KL+BCE)', 'Variant 1 (KL+L2+BCE)', 'Variant 2 (KL+Cont+L2+BCE)'],
-    'F1 Macro': [
-        f"{baseline['student']['f1_macro']['mean']:.4f} ± {baseline['student']['f1_macro']['std']:.4f}",
-        f"{variant1['student']['f1_macro']['mean']:.4f} ± {variant1['student']['f1_macro']['std']:.4f}",
-        f"{variant2['student']['f1_macro']['mean']:.4f} ± {variant2['student']['f1_macro']['std']:.4f}"
-    ],
-    'F1 Fire': [
-        f"{baseline['student']['f1_fire']['mean']:.4f}",
-        f"{variant1['student']['f1_fire']['mean']:.4f}",
-        f"{variant2['student']['f1_fire']['mean']:.4f}"
-    ],
-    'F1 Smoke': [
-        f"{baseline['student']['f1_smoke']['mean']:.4f}",
-        f"{variant1['student']['f1_smoke']['mean']:.4f}",
-        f"{variant2['student']['f1_smoke']['mean']:.4f}"
-    ]
-}
-
-df = pd.DataFrame(results)
-print(df.to_markdown(index=False))
-"""
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pipeline_data")
@@ -168,7 +134,7 @@ def spec_runs(data, tmp_path_factory):
         [sys.executable, str(ROOT / f"scripts/resnet-152/train_kd_{variant}.py"), "--csv", str(data),
          "--output", "output", "--epochs_teacher", "1", "--epochs_student", "1", "--batch_size", "32",
          "--seeds", "42", "123", "--no_pretrained", "--img_size", "32", "--num_workers", "0",
-         "--lr_teacher", "1e-3", "--max_embed_points", "0", "--no_compress"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--lr_teacher", "1e-3", "--max_embed_points", "0", "--no_compress", "--latency_runs", "2"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for variant in ("kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce")]
     results = [p.communicate(timeout=900) for p in procs]
     for proc, (_, err) in zip(procs, results, strict=True):
@@ -184,6 +150,13 @@ def test_spec_scripts_in_parallel_train_each_teacher_once(spec_runs):
         trained = sum(len(re.findall(pattern, log)) for log in logs)
         reused = sum(f"teacher resnet152 seed {seed}: reusing" in log for log in logs)
         assert (trained, reused) == (1, 2)
+        # the teacher's latency is measured once, stored with it, and the same in every variant
+        stored = json.loads(next((cwd / "output/teachers/resnet152").glob(f"seed_{seed}-*/teacher_efficiency.json"))
+                            .read_text())["efficiency"]
+        for variant in ("kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce"):
+            final = json.loads((cwd / f"output/metrics/resnet152_{variant}/seed_{seed}/final_evaluation.json")
+                               .read_text())
+            assert final["teacher"]["latency_ms_b1"] == stored["latency_ms_b1"] > 0
 
 
 def test_spec_comparison_snippet_runs_unchanged(spec_runs):

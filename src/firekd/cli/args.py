@@ -130,6 +130,12 @@ def add_data_args(p: argparse.ArgumentParser, *, csv_required: bool = True) -> N
                    help="reuse a split.csv written by an earlier run (row,split columns)")
 
 
+def add_teacher_modalities_arg(g) -> None:
+    g.add_argument("--teacher_modalities", choices=("rgb+ir", "rgb"), default="rgb+ir",
+                   help="teacher input: rgb+ir, or rgb for an RGB-only teacher; rgb also accepts a "
+                        "CSV without IR (default: rgb+ir)")
+
+
 def data_config(args: argparse.Namespace, *, require_ir: bool = True) -> DataConfig:
     if any(r <= 0 for r in args.split_ratios):
         raise ConfigError(f"--split_ratios: every ratio must be > 0, got {args.split_ratios}")

@@ -7,6 +7,7 @@ import os
 
 from firekd.cli.args import (
     add_data_args,
+    add_teacher_modalities_arg,
     data_config,
     non_negative_int,
     positive_int,
@@ -44,9 +45,7 @@ def register(sub) -> None:
                        "print counts per split and label combination. Writes nothing unless "
                        "--write_split is given.")
     add_data_args(p)
-    p.add_argument("--teacher_modalities", choices=("rgb+ir", "rgb"), default="rgb+ir",
-                   help="rgb accepts a CSV without IR (data for an RGB-only teacher), as in "
-                        "train/ablation (default: rgb+ir)")
+    add_teacher_modalities_arg(p)
     p.add_argument("--write_split", default=None, metavar="PATH",
                    help="write the split as CSV (reusable with --split_file)")
     p.set_defaults(func=run_validate)
@@ -56,8 +55,7 @@ def register(sub) -> None:
                        "--img_size, into the memory-mapped cache that training reads (training "
                        "builds it too when missing). Same data flags as training.")
     add_data_args(p)
-    p.add_argument("--teacher_modalities", choices=("rgb+ir", "rgb"), default="rgb+ir",
-                   help="rgb accepts a CSV without IR, as in train/ablation (default: rgb+ir)")
+    add_teacher_modalities_arg(p)
     p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1),
                    help="decoding processes (default: min(4, CPUs))")
     p.set_defaults(func=run_cache)

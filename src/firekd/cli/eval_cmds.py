@@ -8,6 +8,11 @@ from pathlib import Path
 from firekd.cli.args import add_column_args, column_names, image_size, positive_int, unit_fraction
 
 
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("output", metavar="OUTPUT", help="the --output folder of firekd train/ablation")
+    p.add_argument("--teacher", default=None, help="only this teacher's runs (default: all)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("compare", help="results table and significance tests over an output folder",
                        description="Table of loss variants (with the bce control) x models: mean ± std "
@@ -15,8 +20,7 @@ def register(sub) -> None:
                        "measured; paired t-test and Wilcoxon across seeds between variants; McNemar "
                        "teacher vs student per label. Prints markdown; writes CSVs and a bar chart "
                        "to OUTPUT/comparison/<teacher or all>/ (see --out).")
-    p.add_argument("output", metavar="OUTPUT", help="the --output folder of firekd train/ablation")
-    p.add_argument("--teacher", default=None, help="only this teacher's runs (default: all)")
+    _add_output_args(p)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where to write the CSVs and the chart (default: OUTPUT/comparison/<teacher or all>)")
     p.set_defaults(func=run_compare)
@@ -25,8 +29,7 @@ def register(sub) -> None:
                        description="A readable report: data summary, configuration, results table, "
                        "statistical tests and every run's figures. Written to "
                        "OUTPUT/report/<teacher or all>/ with relative links to OUTPUT/graphs.")
-    p.add_argument("output", metavar="OUTPUT", help="the --output folder of firekd train/ablation")
-    p.add_argument("--teacher", default=None, help="only this teacher's runs (default: all)")
+    _add_output_args(p)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="report folder (default: OUTPUT/report/<teacher or all>)")
     p.add_argument("--embed", action="store_true",

@@ -7,6 +7,7 @@ import time
 
 from firekd.cli.args import (
     add_data_args,
+    add_teacher_modalities_arg,
     data_config,
     non_negative_float,
     non_negative_int,
@@ -127,9 +128,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="student: firekd_student (~1.2M params) or any timm model name, e.g. "
                         "mobilenetv3_small_100 (default: firekd_student)")
     g = p.add_argument_group("models")
-    g.add_argument("--teacher_modalities", choices=("rgb+ir", "rgb"), default="rgb+ir",
-                   help="teacher input: rgb+ir, or rgb for an RGB-only teacher (also for data "
-                        "without IR) (default: rgb+ir)")
+    add_teacher_modalities_arg(g)
     g.add_argument("--no_pretrained", action="store_true",
                    help="initialise teachers randomly instead of from ImageNet weights")
     g.add_argument("--teacher_weights", default=None, metavar="PATH",

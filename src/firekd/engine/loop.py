@@ -87,6 +87,22 @@ def _weighted(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torc
     return sum(weights[name] * value for name, value in terms.items())
 
 
+def train_step(task: nn.Module, batch, optimizer, weights: dict[str, float], rt: Runtime, *,
+               grad_clip: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimisation step on a batch already on the device; returns the weighted loss and the
+    raw terms, still on the device (no host sync)."""
+    rgb, ir, labels, _ = batch
+    with rt.autocast():
+        _, terms = task(rgb, ir, labels)
+    loss = _weighted(terms, weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], grad_clip)
+    optimizer.step()
+    return loss, terms
+
+
 def train_epoch(task: nn.Module, loader, optimizer, scheduler, cfg: FitConfig, rt: Runtime,
                 epoch: int) -> dict[str, float]:
     task.train()
@@ -96,15 +112,8 @@ def train_epoch(task: nn.Module, loader, optimizer, scheduler, cfg: FitConfig, r
     bar = tqdm(loader, desc=f"{cfg.stage} {epoch}/{cfg.epochs}", leave=False, unit="batch",
                disable=None if distributed.info().is_main else True)
     for step, batch in enumerate(bar, 1):
-        rgb, ir, labels, _ = rt.to_device(batch, train=True)
-        with rt.autocast():
-            _, terms = task(rgb, ir, labels)
-        loss = _weighted(terms, cfg.weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], cfg.grad_clip)
-        optimizer.step()
+        loss, terms = train_step(task, rt.to_device(batch, train=True), optimizer, cfg.weights, rt,
+                                 grad_clip=cfg.grad_clip)
         scheduler.step()
         total += loss.detach()
         for name, value in terms.items():

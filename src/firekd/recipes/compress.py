@@ -14,6 +14,7 @@ Every model is evaluated like the student: thresholds from validation, metrics o
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +36,7 @@ from firekd.data.dataset import make_loader
 from firekd.data.transforms import PairedTransform
 from firekd.engine.loop import FitConfig, fit
 from firekd.engine.runtime import Runtime
-from firekd.io import write_json
+from firekd.io import read_json, write_json
 from firekd.kd.distiller import model_outputs
 from firekd.kd.variants import variant_weights
 from firekd.metrics.efficiency import (
@@ -51,6 +52,7 @@ from firekd.recipes.common import Loaders
 from firekd.recipes.data import DataBundle
 from firekd.recipes.evaluate import evaluate_model
 from firekd.recipes.train import StageResult, data_meta, make_task
+from firekd.rundir import waiting
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +216,25 @@ def add_efficiency(cfg: TrainConfig, bundle: DataBundle, models: dict[str, Stage
         if "efficiency" not in stage.extra:
             folder = stage.folder if name == "teacher" else models_dir
             path = stage.extra.get("checkpoint", folder / CHECKPOINTS.get(name, ""))
-            stage.extra["efficiency"] = measure_stage(
-                stage, path, size=bundle.config.img_size, ir_channels=max(1, bundle.ir_spec.channels),
-                runs=cfg.latency_runs, threads=cfg.latency_threads, rt=rt)
+            measure = functools.partial(
+                measure_stage, stage, path, size=bundle.config.img_size,
+                ir_channels=max(1, bundle.ir_spec.channels), runs=cfg.latency_runs,
+                threads=cfg.latency_threads, rt=rt)
+            if name == "teacher":  # stored with the teacher: variants in other processes reuse it
+                key = {"runs": cfg.latency_runs, "threads": cfg.latency_threads, "device": rt.device.type}
+                measure = functools.partial(_stored_efficiency, folder / "teacher_efficiency.json", key,
+                                            measure)
+            stage.extra["efficiency"] = measure()
         stage.evaluation.metrics.update(stage.extra["efficiency"])
+
+
+def _stored_efficiency(path: Path, key: dict, measure: Callable[[], dict]) -> dict:
+    with waiting(path.parent / ".lock"):  # the teacher's lock: one process measures, the others read
+        if path.exists() and (stored := read_json(path)).get("key") == key:
+            return stored["efficiency"]
+        efficiency = measure()
+        write_json(path, {"key": key, "efficiency": efficiency})
+        return efficiency
 
 
 def measure_stage(stage: StageResult, path: Path, *, size: int, ir_channels: int, runs: int,
