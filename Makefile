@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The demo: the synthetic RGB+IR set, then the full ablation (one teacher, the three KD variants
-# and the bce control, two seeds) at a small size, then the comparison table. A re-run skips
+# and the bce control, two seeds) at a small size, its comparison table, then the report. A re-run skips
 # finished work. DEMO_FLAGS can override any training flag.
 DEMO_FLAGS ?=
 demo: $(STAMP)
@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/firekd ablation --csv $(DEMO_DATA)/data.csv --output $(DEMO_OUTPUT) \
 		--teachers resnet18 --seeds 1 2 --img_size 32 --no_pretrained --lr_teacher 1e-3 \
 		--epochs_teacher 8 --epochs_student 8 --finetune_epochs 2 --num_workers 2 $(DEMO_FLAGS)
+	$(VENV)/bin/firekd report $(DEMO_OUTPUT)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
