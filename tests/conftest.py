@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ SHARED_DATA = Path(os.environ.get("FIREKD_SHARED_DATA") or ROOT.parent / "shared
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # decoded caches of test runs go to a throw-away folder, never to the user's ~/.cache
 os.environ["FIREKD_CACHE_DIR"] = tempfile.mkdtemp(prefix="firekd-test-cache-")
+atexit.register(shutil.rmtree, os.environ["FIREKD_CACHE_DIR"], ignore_errors=True)
 
 
 def shared_data(*parts: str) -> Path:
