@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-
-
-def timed(fn: Callable[[], object], repeats: int = 1) -> float:
-    """Best wall time of ``repeats`` calls, in seconds."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+# FIREKD_SHARED_DATA points elsewhere when the project is not checked out beside ../shared
+SHARED_DATA = Path(os.environ.get("FIREKD_SHARED_DATA") or ROOT.parent / "shared" / "data")

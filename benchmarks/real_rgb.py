@@ -20,15 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("FIREKD_SHARED_DATA", ROOT.parent / "shared" / "data"))
-KD_VARIANTS = ("kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce")
+from _common import ROOT, SHARED_DATA
+
+from firekd.kd.variants import KD_VARIANTS
+
 METRICS = ("f1_macro", "f1_fire", "f1_smoke")
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--csv", type=Path, default=DEFAULT_DATA / "fire-smoke-rgb" / "data.csv")
+    p.add_argument("--csv", type=Path, default=SHARED_DATA / "fire-smoke-rgb" / "data.csv")
     p.add_argument("--output", type=Path, default=ROOT / "output" / "bench_real_rgb")
     p.add_argument("--teacher", default="resnet18")
     p.add_argument("--img_size", type=int, default=64)

@@ -23,9 +23,8 @@ from pathlib import Path
 
 from firekd.cli import main as firekd
 from firekd.data.synthetic import SynthConfig
+from firekd.kd.variants import KD_VARIANTS
 from firekd.recipes.synth import write_synthetic
-
-KD_VARIANTS = ("kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce")
 
 
 def run(csv: Path, output: Path, args, *, seeds=("1", "2"), variants=KD_VARIANTS, epochs=None,

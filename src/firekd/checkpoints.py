@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from firekd.errors import ModelError
+from firekd.errors import ModelError, first_line
 from firekd.io import atomic_path
 
 FORMAT = "firekd-model/1"
@@ -43,11 +43,10 @@ def load_payload(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0]
         raise ModelError(f"{path}: refused to load, the checkpoint holds pickled objects that "
-                         f"weights_only loading does not allow ({first[:120]})") from None
+                         f"weights_only loading does not allow ({first_line(exc, 120)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ModelError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:160]})") from None
+        raise ModelError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise ModelError(f"{path}: not a firekd checkpoint")
     return payload
@@ -87,5 +86,4 @@ def load_state(model: nn.Module, state_dict: dict, source: str) -> None:
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[0]
-        raise ModelError(f"{source}: weights do not match the architecture ({detail[:160]})") from None
+        raise ModelError(f"{source}: weights do not match the architecture ({first_line(exc)})") from None

@@ -27,6 +27,13 @@ class TrainingError(FirekdError):
     exit_code = 3
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, cut to ``limit`` characters (the class name when
+    the message is empty): third-party errors often carry pages of detail."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def one_line(message: str) -> str:
     """The user-facing line of an error message.
 

@@ -130,6 +130,13 @@ def add_data_args(p: argparse.ArgumentParser, *, csv_required: bool = True) -> N
                    help="reuse a split.csv written by an earlier run (row,split columns)")
 
 
+def add_latency_args(g, *, threads_help: str) -> None:
+    g.add_argument("--latency_runs", type=non_negative_int, default=20,
+                   help="timed forward passes per CPU latency number (median after 3 warm-up "
+                        "passes, random inputs, batch 1 and 32); 0 skips latency (default: 20)")
+    g.add_argument("--latency_threads", type=positive_int, default=1, help=threads_help)
+
+
 def add_teacher_modalities_arg(g) -> None:
     g.add_argument("--teacher_modalities", choices=("rgb+ir", "rgb"), default="rgb+ir",
                    help="teacher input: rgb+ir, or rgb for an RGB-only teacher; rgb also accepts a "

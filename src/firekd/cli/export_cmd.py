@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from firekd.cli.args import add_data_args, data_config, non_negative_int, positive_int
+from firekd.cli.args import add_data_args, add_latency_args, data_config, positive_int
 
 
 def register(sub) -> None:
@@ -32,11 +32,8 @@ def register(sub) -> None:
                         "ranges (default: 32, fewer when the train split is smaller)")
     g.add_argument("--batch_size", type=positive_int, default=64,
                    help="batch size of calibration and evaluation (default: 64)")
-    g.add_argument("--latency_runs", type=non_negative_int, default=20,
-                   help="timed forward passes per CPU latency number (median after 3 warm-up "
-                        "passes, batch 1 and 32); 0 skips latency (default: 20)")
-    g.add_argument("--latency_threads", type=positive_int, default=1,
-                   help="CPU threads of torch and onnxruntime, for evaluation and latency (default: 1)")
+    add_latency_args(g, threads_help="CPU threads of torch and onnxruntime, for evaluation and "
+                                     "latency, recorded as cpu_threads (default: 1)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed of the calibration batches' shuffle (default: 0)")
     p.set_defaults(func=run_export)
@@ -54,15 +51,9 @@ def _default_size_from_checkpoint(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from firekd.checkpoints import load_payload
-    from firekd.compress.artifacts import is_quantized_file
-    from firekd.recipes.export import export_checkpoint, load_fp32_student
+    from firekd.recipes.export import export_checkpoint
 
     checkpoint = Path(args.checkpoint)
-    if args.img_size is None:
-        if checkpoint.is_file() and is_quantized_file(checkpoint):
-            load_fp32_student(checkpoint)  # raises the one-line error
-        args.img_size = load_payload(checkpoint).get("meta", {}).get("data", {}).get("img_size") or 224
     out = Path(args.out) if args.out else checkpoint.parent
     results = export_checkpoint(checkpoint, data_config(args, require_ir=False), out,
                                 batch_size=args.batch_size, calibration_batches=args.calibration_batches,

@@ -7,6 +7,7 @@ import time
 
 from firekd.cli.args import (
     add_data_args,
+    add_latency_args,
     add_teacher_modalities_arg,
     data_config,
     non_negative_float,
@@ -200,12 +201,8 @@ def add_compression_args(p: argparse.ArgumentParser) -> None:
                    help="also export each seed's student as ONNX (student_best.onnx) and as "
                         "onnxruntime static int8 QDQ (student_best_int8.onnx), evaluated as "
                         "student_onnx and student_onnx_int8; with --compress (see also firekd export)")
-    g.add_argument("--latency_runs", type=non_negative_int, default=20,
-                   help="timed forward passes per CPU latency number (median, after 3 warm-up "
-                        "passes, random inputs at --img_size); 0 skips latency (default: 20)")
-    g.add_argument("--latency_threads", type=positive_int, default=1,
-                   help="CPU threads while measuring latency, recorded as cpu_threads (default: 1, "
-                        "reproducible on a shared machine)")
+    add_latency_args(g, threads_help="CPU threads while measuring latency, recorded as cpu_threads "
+                                     "(default: 1, reproducible on a shared machine)")
 
 
 def train_config(args: argparse.Namespace, teachers: list[str], variants: list[str]) -> TrainConfig:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from firekd.compress.quantize import batch_dim, export_example
-from firekd.errors import ModelError
+from firekd.errors import ModelError, first_line
 from firekd.io import atomic_path
 
 QUANTIZED_FORMAT = "firekd-int8-pt2e/1"
@@ -45,13 +45,11 @@ def load_quantized(path: str | Path) -> tuple[nn.Module, dict]:
     path = Path(path)
     meta = read_quantized_meta(path)
     _refuse_pickles(path)
-    extra = {META_ENTRY: ""}
     try:
         with open(path, "rb") as fh:
-            program = torch.export.load(fh, extra_files=extra)
+            program = torch.export.load(fh)
     except Exception as exc:  # deserialisation errors come in many types
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: cannot load the int8 program ({first})") from None
+        raise ModelError(f"{path}: cannot load the int8 program ({first_line(exc)})") from None
     module = program.module()
     allow_exported_model_train_eval(module)
     return module, meta

@@ -17,6 +17,8 @@ import time
 import torch
 from torch import nn
 
+from firekd.errors import first_line
+
 
 class CompileUnavailable(RuntimeError):
     """torch.compile failed here (e.g. no C++ compiler); the message says why in one line."""
@@ -31,7 +33,6 @@ class FrozenCompiled(nn.Module):
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
-        self.module = module
         self.compiled = torch.compile(module, dynamic=False)
 
     def forward(self, *args):
@@ -77,6 +78,5 @@ def compile_for_cpu(module: nn.Module, examples: list[torch.Tensor]) -> tuple[Fr
         for example in examples:
             compiled(example)
     except (RuntimeError, OSError) as exc:  # dynamo/inductor errors, a missing or broken compiler
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        raise CompileUnavailable(lines[0][:200] if lines else type(exc).__name__) from None
+        raise CompileUnavailable(first_line(exc, 200)) from None
     return compiled, time.perf_counter() - start

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from firekd.compress.quantize import batch_dim, export_example
-from firekd.errors import ModelError
+from firekd.errors import ModelError, first_line
 from firekd.io import atomic_path
 
 INPUT, OUTPUTS = "rgb", ("logits", "embedding")
@@ -33,8 +33,7 @@ def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor) -> No
                                     output_names=list(OUTPUTS), dynamic_shapes=(batch_dim(),),
                                     dynamo=True, external_data=False, verbose=False)
     except Exception as exc:  # the exporter raises many types
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot export the student to ONNX ({first})") from None
+        raise ModelError(f"cannot export the student to ONNX ({first_line(exc, 200)})") from None
     with atomic_path(path) as tmp:
         program.save(str(tmp), external_data=False)
 
@@ -86,8 +85,7 @@ class OnnxStudent:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{path}: onnxruntime cannot load it ({first})") from None
+            raise ModelError(f"{path}: onnxruntime cannot load it ({first_line(exc)})") from None
         self.path = Path(path)
 
     def eval(self) -> OnnxStudent:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from firekd.errors import ModelError
+from firekd.errors import ModelError, first_line
 
 MAX_BATCH = 4096  # upper bound of the exported dynamic batch dimension
 
@@ -36,7 +36,7 @@ def capture(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
     try:
         program = torch.export.export(model, (export_example(example),), dynamic_shapes=(batch_dim(),))
     except Exception as exc:  # export fails in many ways (graph breaks, data-dependent control flow)
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 200)
         raise ModelError(f"torch.export cannot capture the student for int8 quantization ({first}); "
                          "train without --compress or use another --student") from None
     return program.module()

@@ -64,7 +64,7 @@ def paired_tests(a: list[float | None], b: list[float | None]) -> dict:
     if n >= 2 and np.any(diff != 0):
         res = stats.wilcoxon(diff)  # = wilcoxon(x, y); exact for small n without ties/zeros
         out["w"], out["p_wilcoxon"] = float(res.statistic), float(res.pvalue)
-    if n >= 2 and not np.any(diff != 0):
+    elif n >= 2:
         out["note"] = _join(out["note"], "identical values in every pair: no difference to test")
     return out
 

@@ -19,8 +19,8 @@ from firekd.engine import distributed
 from firekd.errors import ConfigError
 from firekd.io import ensure_writable, read_json, write_csv, write_json
 from firekd.kd.variants import uses_teacher
-from firekd.metrics.stats import aggregate_runs
 from firekd.recipes.common import data_fingerprint, make_runtime, stable_hash
+from firekd.recipes.compare import aggregate_seed_files
 from firekd.recipes.compress import add_efficiency, compress_student, compression_settings
 from firekd.recipes.data import DataBundle, load_data, open_cache
 from firekd.recipes.figures import EMBEDDED_MODELS, write_embedding_figures, write_metric_figures
@@ -258,11 +258,7 @@ def _write_seed_figures(run: RunDir, graphs_dir, seed: int, variant: str, models
 
 
 def _aggregate(run: RunDir) -> dict:
-    per_seed = {}
-    for path in sorted(run.metrics.glob("seed_*/final_evaluation.json")):
-        final = read_json(path)
-        per_seed[int(final["run"]["seed"])] = {k: v for k, v in final.items() if k != "run"}
-    aggregated = aggregate_runs(per_seed)
+    aggregated = aggregate_seed_files(run.metrics)
     write_json(run.metrics / "aggregated_results.json", aggregated)
     return aggregated
 

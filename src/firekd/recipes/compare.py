@@ -5,7 +5,6 @@ models that only some runs have (compressed students) and of metrics that may be
 from __future__ import annotations
 
 import itertools
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from firekd.kd.variants import CONTROL
 from firekd.metrics.stats import aggregate_runs, holm, mcnemar_exact, paired_tests
 from firekd.reporting import plots
 from firekd.reporting.tables import F1_METRICS, model_order, split_run_name, summary_frame, variant_rank
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,12 +79,13 @@ def _load_run(folder: Path) -> Run:
     teacher, variant = split_run_name(folder.name)
     teacher, variant = settings.get("teacher", teacher), settings.get("variant", variant)
     agg_path = folder / "aggregated_results.json"
-    results = read_json(agg_path) if agg_path.exists() else _aggregate_seeds(folder)
+    results = read_json(agg_path) if agg_path.exists() else aggregate_seed_files(folder)
     return Run(folder.name, teacher, variant, folder, results)
 
 
-def _aggregate_seeds(folder: Path) -> dict:
-    """A run without aggregated_results.json (interrupted): aggregate its finished seeds in memory."""
+def aggregate_seed_files(folder: Path) -> dict:
+    """Aggregate the finished seeds (``seed_*/final_evaluation.json``) of a run's metrics folder;
+    also how `compare` reads an interrupted run that has no aggregated_results.json."""
     per_seed = {}
     for path in sorted(folder.glob("seed_*/final_evaluation.json")):
         final = read_json(path)

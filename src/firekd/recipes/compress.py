@@ -91,12 +91,16 @@ def cpu_runtime(rt: Runtime) -> Runtime:
     return replace(rt, device=torch.device("cpu"), amp=False, channels_last=False)
 
 
-def calibration_batches(cfg: TrainConfig, bundle: DataBundle, seed: int) -> Iterator[torch.Tensor]:
-    """Normalised RGB batches of shuffled training images, evaluation transform (no augmentation)."""
+def calibration_loader(bundle: DataBundle, batch_size: int, seed: int):
+    """Shuffled training images (seeded) with the evaluation transform (no augmentation)."""
     transform = PairedTransform(bundle.config.img_size, train=False, ir_max=bundle.ir_spec.max_value)
-    loader = make_loader(bundle.dataset("train"), batch_size=cfg.batch_size, train=True,
-                         transform=transform, seed=seed, generator=torch.Generator().manual_seed(seed))
-    for rgb, _, _, _ in loader:
+    return make_loader(bundle.dataset("train"), batch_size=batch_size, train=True, transform=transform,
+                       seed=seed, generator=torch.Generator().manual_seed(seed))
+
+
+def calibration_batches(cfg: TrainConfig, bundle: DataBundle, seed: int) -> Iterator[torch.Tensor]:
+    """Normalised RGB batches for int8 calibration."""
+    for rgb, _, _, _ in calibration_loader(bundle, cfg.batch_size, seed):
         yield rgb
 
 

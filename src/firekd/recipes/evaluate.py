@@ -162,7 +162,7 @@ def _records(req: EvalRequest, data: dict, needs_ir: bool) -> tuple[pd.DataFrame
     ir_range = req.ir_range or (tuple(data["ir_range"]) if data.get("ir_range") else None)
     channels = req.ir_channels or str(data.get("ir_channels") or "auto")
     records, report = check_files(records, csv_name=str(req.csv), skip_missing=req.skip_missing,
-                                  ir_channels="auto" if channels == "0" else channels, ir_range=ir_range)
+                                  ir_channels=channels, ir_range=ir_range)
     trained = data.get("ir_kind")
     if needs_ir and trained and report.ir.kind != trained:
         log.warning("%s: IR files are %s but the model was trained on %s IR; results may not transfer",

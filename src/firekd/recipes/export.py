@@ -4,6 +4,7 @@ their efficiency numbers, written to ``{stem}_onnx_evaluation.json``."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from pathlib import Path
@@ -19,7 +20,7 @@ from firekd.data.transforms import PairedTransform
 from firekd.engine.runtime import Runtime
 from firekd.errors import ModelError
 from firekd.io import ensure_writable, write_json
-from firekd.recipes.compress import measure_stage, onnx_stages
+from firekd.recipes.compress import calibration_loader, measure_stage, onnx_stages
 from firekd.recipes.data import DataBundle, load_data
 from firekd.recipes.evaluate import evaluate_model
 from firekd.recipes.train import StageResult
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 def load_fp32_student(path: str | Path) -> tuple[nn.Module, dict]:
     """An fp32 student checkpoint (student_best.pth, student_pruned.pth); clear errors otherwise."""
     path = Path(path)
-    if path.is_file() and is_quantized_file(path):
+    if is_quantized_file(path):
         raise ModelError(f"{path} is the int8 student; export takes an fp32 student checkpoint "
                          "(student_best.pth or student_pruned.pth)")
     model, meta = load_model(path, kind="student")
@@ -42,9 +43,8 @@ def eval_loaders(bundle: DataBundle, batch_size: int, seed: int):
     """(calibration, val, test) loaders with the evaluation transform (calibration: shuffled train)."""
     transform = PairedTransform(bundle.config.img_size, train=False, ir_max=bundle.ir_spec.max_value)
     common = {"batch_size": batch_size, "transform": transform, "seed": seed}
-    calibration = make_loader(bundle.dataset("train"), train=True,
-                              generator=torch.Generator().manual_seed(seed), **common)
-    return (calibration, make_loader(bundle.dataset("val"), train=False, **common),
+    return (calibration_loader(bundle, batch_size, seed),
+            make_loader(bundle.dataset("val"), train=False, **common),
             make_loader(bundle.dataset("test"), train=False, **common))
 
 
@@ -54,7 +54,9 @@ def export_checkpoint(checkpoint: str | Path, data: DataConfig, out_dir: str | P
     """The checkpoint as torch fp32 (the reference), ONNX fp32 and ONNX int8: metrics on the test
     split and efficiency of each; returns and writes {model: metrics} plus a "run" entry."""
     checkpoint = Path(checkpoint)
-    model, _ = load_fp32_student(checkpoint)
+    model, meta = load_fp32_student(checkpoint)
+    if data.img_size is None:  # not given: the size the student was trained at
+        data = dataclasses.replace(data, img_size=meta.get("data", {}).get("img_size") or 224)
     out_dir = ensure_writable(out_dir, "--out")
     bundle = load_data(data)
     calib_loader, val, test = eval_loaders(bundle, batch_size, seed)

@@ -36,16 +36,11 @@ class Figure:
 
 
 @dataclass
-class Code:
-    text: str
-
-
-@dataclass
 class Bullets:
     items: list[str] = field(default_factory=list)
 
 
-Block = Heading | Para | Table | Figure | Code | Bullets
+Block = Heading | Para | Table | Figure | Bullets
 
 
 def to_markdown(blocks: list[Block]) -> str:
@@ -60,8 +55,6 @@ def to_markdown(blocks: list[Block]) -> str:
             parts.append(f"{table}\n\n*{b.caption}*" if b.caption else table)
         elif isinstance(b, Figure):
             parts.append(f"![{b.caption}]({b.path})\n\n*{b.caption}*")
-        elif isinstance(b, Code):
-            parts.append(f"```\n{b.text}\n```")
         elif isinstance(b, Bullets):
             parts.append("\n".join(f"- {item}" for item in b.items))
     return "\n\n".join(parts) + "\n"
@@ -97,8 +90,6 @@ def _html_block(b: Block, base: Path | None) -> str:
         src = _data_uri(base / b.path) if base is not None else html.escape(b.path)
         return (f"<figure><img src=\"{src}\" alt=\"{html.escape(b.caption)}\">"
                 f"<figcaption>{_inline(b.caption)}</figcaption></figure>")
-    if isinstance(b, Code):
-        return f"<pre><code>{html.escape(b.text)}</code></pre>"
     return "<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>"
 
 
