@@ -55,3 +55,16 @@ def test_compiled_model_keeps_plain_state_dict_keys_and_outputs():
     compiled = Runtime(torch.device("cpu")).prepare_model(model, compile=True)
     assert list(compiled.state_dict()) == plain_keys
     assert torch.allclose(compiled(x)[0], expected, atol=1e-4)
+
+
+def test_a_distributed_rank_keeps_its_lone_partial_batch():
+    from torch.utils.data import DistributedSampler
+
+    from firekd.data.dataset import make_loader
+
+    samples = list(range(100))  # 50 per rank: less than a batch of 64, but not nothing
+    sampler = DistributedSampler(samples, num_replicas=2, rank=0, shuffle=True, seed=0)
+    loader = make_loader(samples, batch_size=64, train=True, transform=None, sampler=sampler)
+    assert len(loader) == 1
+    whole = make_loader(samples, batch_size=64, train=True, transform=None)
+    assert len(whole) == 1  # one process: 100 samples, the partial batch of 36 is dropped

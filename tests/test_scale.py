@@ -77,6 +77,7 @@ def test_grid_with_two_jobs_matches_the_single_process_grid(data, single, tmp_pa
             assert got[model]["f1_macro"] == pytest.approx(ref[model]["f1_macro"], abs=0.02)
         assert json.loads((tmp_path / "metrics" / run / "aggregated_results.json").read_text())["seeds"] == [1]
     assert len(list((tmp_path / "teachers/resnet18").glob("seed_*"))) == 1
+    assert "[student kl_bce (seed 1)] epoch 1/" in (tmp_path / "metrics/resnet18_kl_bce/run.log").read_text()
     assert "grid: 0 job(s) to run" in _firekd(*args).stderr  # resumed: nothing left
 
 
@@ -89,3 +90,46 @@ def test_grid_on_a_local_ray_instance(data, tmp_path):
     for run in ("resnet18_kl_bce", "resnet18_bce"):
         assert (tmp_path / "metrics" / run / "seed_1" / "final_evaluation.json").is_file()
     assert "grid: 0 job(s) to run" in _firekd(*args).stderr
+
+
+def test_a_failing_job_stops_the_grid_and_cancels_queued_jobs():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from firekd.recipes.grid import Job, _schedule
+
+    ran, lock = [], threading.Lock()
+
+    def body(job):
+        with lock:
+            ran.append(job.variant)
+        if job.variant == "a":
+            raise RuntimeError("CUDA out of memory")  # not a FirekdError
+        time.sleep(0.5)
+
+    jobs = [Job("t", 1, v) for v in ("a", "b", "c", "d")]
+    with pytest.raises(RuntimeError, match="out of memory"), ThreadPoolExecutor(1) as pool:
+        _schedule(jobs, lambda job: pool.submit(body, job))
+    assert "d" not in ran  # cancelled, not run after the failure
+
+
+def test_students_after_a_retrained_teacher_job_do_not_retrain_it(monkeypatch):
+    import dataclasses
+
+    import firekd.cli
+    from firekd.recipes import grid
+
+    @dataclasses.dataclass
+    class Cfg:
+        retrain_teacher: bool = True
+
+    seen = []
+    monkeypatch.setattr(firekd.cli, "setup_logging", lambda **kw: None)
+    monkeypatch.setattr(grid, "train_teacher_job", lambda cfg, *a: seen.append(("teacher", cfg.retrain_teacher)))
+    monkeypatch.setattr(grid, "student_job", lambda cfg, *a: seen.append(("student", cfg.retrain_teacher)))
+    teacher = grid.Job("resnet18", 1)
+    grid.run_job(Cfg(), None, teacher)
+    grid.run_job(Cfg(), None, grid.Job("resnet18", 1, "kl_bce", (teacher,)))
+    grid.run_job(Cfg(), None, grid.Job("resnet18", 1, "bce"))
+    assert seen == [("teacher", True), ("student", False), ("student", True)]

@@ -28,9 +28,11 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     handler.firekd = True
+    if quiet:  # the terminal shows warnings only; run.log handlers still get every INFO record
+        handler.setLevel(logging.WARNING)
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if not getattr(h, "firekd", False)] + [handler]
-    root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("matplotlib", "PIL", "numba", "timm", "urllib3", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for chatty in ("onnxscript", "onnx_ir"):  # the ONNX exporter's optimisation passes log at INFO

@@ -34,6 +34,7 @@ from firekd.compress.structure import structure_changes
 from firekd.config import TrainConfig
 from firekd.data.dataset import make_loader
 from firekd.data.transforms import PairedTransform
+from firekd.engine import distributed
 from firekd.engine.loop import FitConfig, fit
 from firekd.engine.runtime import Runtime
 from firekd.io import read_json, write_json
@@ -200,7 +201,9 @@ def onnx_stages(model: nn.Module, calibration: Iterable[torch.Tensor], val_loade
     with ``threads`` intra-op threads."""
     fp32_path, int8_path = out_dir / f"{stem}.onnx", out_dir / f"{stem}_int8.onnx"
     export_onnx(model, fp32_path, torch.randn(2, 3, size, size))
+    distributed.barrier()  # under torchrun rank 0 writes the files that every rank reads next
     quantize_onnx_int8(fp32_path, int8_path, (batch.cpu().numpy() for batch in calibration))
+    distributed.barrier()
     source = copy.deepcopy(model).cpu().eval()
     stages = {}
     for name, path in (("student_onnx", fp32_path), ("student_onnx_int8", int8_path)):
@@ -215,7 +218,10 @@ def onnx_stages(model: nn.Module, calibration: Iterable[torch.Tensor], val_loade
 def add_efficiency(cfg: TrainConfig, bundle: DataBundle, models: dict[str, StageResult],
                    models_dir: Path, rt: Runtime) -> None:
     """Merge params, GFLOPs, file size, CPU latency (and CUDA throughput) into every model's
-    metrics. The teacher's numbers are measured once per seed and shared by the variants."""
+    metrics. The teacher's numbers are measured once per seed and shared by the variants. Under
+    torchrun rank 0 alone measures: it alone reports, and ranks timing at once would skew it."""
+    if not distributed.info().is_main:
+        return
     for name, stage in models.items():
         if "efficiency" not in stage.extra:
             folder = stage.folder if name == "teacher" else models_dir

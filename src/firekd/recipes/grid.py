@@ -70,8 +70,9 @@ def run_job(cfg: TrainConfig, prep: Prepared, job: Job, gpu: int | None = None) 
     setup_logging(quiet=True)  # the job's progress goes to run.log; the parent shows the grid
     if job.variant is None:
         train_teacher_job(cfg, prep, job.teacher, job.seed)
-    else:
-        student_job(cfg, prep, job.teacher, job.variant, job.seed)
+    else:  # the grid's teacher job has (re)trained the teacher: --retrain_teacher is spent
+        student_cfg = dataclasses.replace(cfg, retrain_teacher=False) if job.after else cfg
+        student_job(student_cfg, prep, job.teacher, job.variant, job.seed)
     return job.name
 
 
@@ -143,7 +144,7 @@ def _schedule(jobs: list[Job], submit) -> None:
                 job = running.pop(future)
                 try:
                     future.result()
-                except FirekdError:
+                except BaseException:  # a failed job stops the grid: queued jobs are cancelled
                     for other in running:
                         other.cancel()
                     raise

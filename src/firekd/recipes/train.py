@@ -18,9 +18,10 @@ from torch import nn
 
 from firekd.checkpoints import load_model
 from firekd.config import TrainConfig
+from firekd.engine import distributed
 from firekd.engine.loop import FitConfig, fit
 from firekd.engine.runtime import Runtime
-from firekd.io import read_json, save_figure, write_csv, write_json
+from firekd.io import is_writer, read_json, save_figure, write_csv, write_json
 from firekd.kd.distiller import Distiller, Supervised
 from firekd.kd.variants import uses_teacher, variant_weights
 from firekd.models import create_student, create_teacher
@@ -117,7 +118,9 @@ def obtain_teacher(cfg: TrainConfig, bundle: DataBundle, name: str, seed: int, r
     on_wait = lambda who: log.info("teacher %s seed %d: waiting for %s, which is training it",  # noqa: E731
                                    name, seed, who)
     with waiting(store / ".lock", on_wait=on_wait):
-        if done.exists() and not (cfg.retrain_teacher and key not in retrained):
+        # under torchrun only rank 0 holds the lock: every rank follows its reading of the store
+        reuse = distributed.from_main(done.exists() and not (cfg.retrain_teacher and key not in retrained))
+        if reuse:
             model, _ = load_model(store / "teacher_best.pth", kind="teacher")
             model = rt.prepare_model(model)
             train_log, reused = read_json(done), True
@@ -125,7 +128,7 @@ def obtain_teacher(cfg: TrainConfig, bundle: DataBundle, name: str, seed: int, r
                      name, seed, store)
             evaluation = evaluate_model(model, loaders.val, loaders.test, rt)
         else:
-            if done.exists():
+            if done.exists() and is_writer():
                 log.info("teacher %s seed %d: retraining (--retrain_teacher)", name, seed)
                 for path in store.glob("teacher_*"):
                     path.unlink()
