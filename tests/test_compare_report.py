@@ -218,3 +218,14 @@ def test_bad_output_folders_end_in_one_line(tmp_path: Path, capsys):
     code, _, err = run_cli(["compare", tmp_path, "--teacher", "vit_b_16"], capsys)
     assert_one_line_error(code, err, r"--teacher vit_b_16: no runs .*teachers found: resnet152")
 
+
+
+def test_report_lists_seeds_in_numeric_order(tmp_path: Path):
+    from firekd.recipes.compare import Run
+    from firekd.recipes.report import _seed_table
+
+    for seed in (10, 2, 1024):
+        write_json(tmp_path / f"seed_{seed}" / "final_evaluation.json",
+                   {"run": {"seed": seed}, "student": {"f1_macro": 0.5}})
+    table = _seed_table(Run("resnet18_bce", "resnet18", "bce", tmp_path, {}))
+    assert table["seed"].tolist() == [2, 10, 1024]

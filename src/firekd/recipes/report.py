@@ -216,7 +216,8 @@ def _run_section(output: Path, run: Run, rel) -> list:
 
 def _seed_table(run: Run) -> pd.DataFrame:
     rows = []
-    for path in sorted(run.folder.glob("seed_*/final_evaluation.json")):
+    seed_files = run.folder.glob("seed_*/final_evaluation.json")
+    for path in sorted(seed_files, key=lambda p: int(p.parent.name.removeprefix("seed_"))):  # 2 < 10
         final = read_json(path)
         seed = final.get("run", {}).get("seed", path.parent.name)
         for model, m in final.items():
