@@ -27,17 +27,17 @@ import torch.nn.functional as F
 from tabulate import tabulate
 
 from firekd.checkpoints import load_model
-from firekd.cli import setup_logging
 from firekd.compress.compile import StaticBatch, compile_for_cpu
 from firekd.compress.onnx_export import OnnxStudent, export_onnx, quantize_onnx_int8
 from firekd.compress.quantize import quantize_int8
-from firekd.config import DataConfig, TrainConfig
+from firekd.config import CompressConfig, DataConfig, ExecConfig, RunConfig, StudentConfig, TeacherConfig
 from firekd.data.synthetic import SynthConfig
+from firekd.engine.evaluation import evaluate_model
 from firekd.engine.runtime import Runtime
+from firekd.logs import setup_logging
 from firekd.metrics.efficiency import cpu_threads, median_latency_ms
 from firekd.recipes.ablation import run_ablation
 from firekd.recipes.data import load_data
-from firekd.recipes.evaluate import evaluate_model
 from firekd.recipes.export import eval_loaders
 from firekd.recipes.synth import write_synthetic
 
@@ -71,11 +71,13 @@ def train_student(args: argparse.Namespace, work: Path) -> tuple[Path, str, str]
     """Synthetic data and one pipeline run (seed 0); returns (seed models folder, csv, split)."""
     write_synthetic(SynthConfig(n=args.n, size=args.size, seed=0), work / "data")
     csv = str(work / "data" / "data.csv")
-    cfg = TrainConfig(data=DataConfig(csv=csv, img_size=args.size), output=str(work / "run"),
-                      teachers=("resnet18",), variants=(args.variant,), seeds=(0,), epochs_teacher=5,
-                      epochs_student=args.epochs, num_workers=0, pretrained=False, quant_compile=False,
-                      prune_method=args.prune_method, prune_sparsity=args.prune_sparsity,
-                      finetune_epochs=args.finetune_epochs, latency_runs=0)
+    cfg = RunConfig(data=DataConfig(csv=csv, img_size=args.size), teachers=("resnet18",),
+                    variants=(args.variant,), seeds=(0,), teacher=TeacherConfig(epochs=5, pretrained=False),
+                    student=StudentConfig(epochs=args.epochs),
+                    compress=CompressConfig(quant_compile=False, prune_method=args.prune_method,
+                                            prune_sparsity=args.prune_sparsity,
+                                            finetune_epochs=args.finetune_epochs, latency_runs=0),
+                    execution=ExecConfig(output=str(work / "run"), num_workers=0))
     run_ablation(cfg)
     name = f"resnet18_{args.variant}"
     return work / "run" / "models" / name / "seed_0", csv, str(work / "run" / "metrics" / name / "split.csv")

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 
-from firekd.config import DataConfig, TrainConfig
+from firekd.config import DataConfig, ExecConfig, OptimConfig, RunConfig
 from firekd.data.synthetic import SynthConfig
 from firekd.engine.loop import train_step
+from firekd.io import Writer
 from firekd.kd.distiller import Distiller, Supervised
 from firekd.kd.variants import VARIANTS
 from firekd.models import create_student, create_teacher
-from firekd.recipes.common import make_runtime
+from firekd.recipes.context import seed_run
 from firekd.recipes.data import load_data, open_cache
 from firekd.recipes.synth import write_synthetic
 
@@ -61,10 +62,12 @@ def main() -> None:
         synth = SynthConfig(n=args.n, size=args.img_size, seed=0)
         write_synthetic(synth, Path(tmp) / "d", workers=args.workers)
         data = DataConfig(csv=str(Path(tmp) / "d" / "data.csv"), img_size=args.img_size)
-        cfg = TrainConfig(data=data, batch_size=args.batch, num_workers=args.workers)
+        cfg = RunConfig(data=data, optim=OptimConfig(batch_size=args.batch),
+                        execution=ExecConfig(num_workers=args.workers))
         bundle = load_data(data)
         bundle.source = open_cache(bundle, workers=args.workers)
-        rt, loaders = make_runtime(cfg, 0, bundle)
+        run = seed_run(cfg, bundle, 0, Writer())
+        rt, loaders = run.rt, run.loaders
 
         def pipeline():
             while True:

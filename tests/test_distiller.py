@@ -10,7 +10,7 @@ import torch
 
 from firekd.data.dataset import PairedDataset, make_loader
 from firekd.data.transforms import IR_MEAN, IR_STD, RGB_MEAN, RGB_STD, PairedTransform
-from firekd.engine.loop import FitConfig, train_epoch
+from firekd.engine.loop import FitConfig, fit
 from firekd.engine.runtime import Runtime
 from firekd.kd.distiller import Distiller
 from firekd.models import create_student, create_teacher
@@ -55,11 +55,10 @@ def _models():
 
 
 def _epoch(task, loader, terms):
-    cfg = FitConfig(stage="student", epochs=1, lr=1e-2, weight_decay=0.0, patience=1,
+    """One epoch of the loop: training on ``loader``, then validation on one more batch."""
+    cfg = FitConfig(kind="student", label="student", epochs=1, lr=1e-2, weight_decay=0.0, patience=1,
                     weights=dict.fromkeys(terms, 1.0), seed=0)
-    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    return train_epoch(task, loader, opt, sched, cfg, Runtime(torch.device("cpu")), epoch=1)
+    return fit(task, loader, _loader(n=16, jitter=False), cfg, Runtime(torch.device("cpu")))
 
 
 def test_teacher_and_student_see_the_same_samples_in_the_same_view():
@@ -68,9 +67,9 @@ def test_teacher_and_student_see_the_same_samples_in_the_same_view():
     task = Distiller(rec_s, rec_t, {"kl", "bce"})
     loader = _loader(jitter=False)
     _epoch(task, loader, {"kl", "bce"})
-    assert len(rec_t.calls) == len(rec_s.calls) == len(loader)
+    assert len(rec_t.calls) == len(rec_s.calls) == len(loader) + 1  # training, then one validation batch
     seen = []
-    for (t_rgb, t_ir), (s_rgb, _) in zip(rec_t.calls, rec_s.calls, strict=True):
+    for (t_rgb, t_ir), (s_rgb, _) in zip(rec_t.calls[:-1], rec_s.calls[:-1], strict=True):
         assert torch.equal(t_rgb, s_rgb)  # the very same augmented view
         c = SIZE // 2  # the centre pixel survives crop/rotation: it names the sample
         rgb_id = (t_rgb[:, 0, c, c] * RGB_STD[0] + RGB_MEAN[0]) * 255

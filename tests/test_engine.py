@@ -24,7 +24,7 @@ def test_warmup_then_cosine_to_zero():
 @pytest.mark.parametrize("epochs,steps", [(1, 1), (2, 5), (3, 7)])
 def test_schedule_works_for_very_short_runs(epochs: int, steps: int):
     model = torch.nn.Linear(2, 2)
-    cfg = FitConfig(stage="x", epochs=epochs, lr=0.1, weight_decay=0.0, patience=1, weights={}, seed=0)
+    cfg = FitConfig(kind="x", label="x", epochs=epochs, lr=0.1, weight_decay=0.0, patience=1, weights={}, seed=0)
     opt, sched = make_optimizer(model, cfg, steps)
     lrs = []
     for _ in range(epochs * steps):

@@ -127,8 +127,8 @@ def test_a_seed_has_all_figures_and_every_model_its_predictions(tiny_run: Path):
 
 def _evaluate(tiny_run: Path, model: str, tmp_path: Path, capsys, *extra) -> dict:
     ckpt = tiny_run / "models" / "resnet18_kl_bce" / "seed_1" / f"{model}_best.pth"
-    csv = json.loads((tiny_run / "metrics" / "resnet18_kl_bce" / "config.json").read_text())["settings"]
-    code, out, err = run_cli(["evaluate", "--checkpoint", ckpt, "--csv", csv["data"]["csv"],
+    csv = json.loads((tiny_run / "metrics" / "resnet18_kl_bce" / "config.json").read_text())["flags"]["csv"]
+    code, out, err = run_cli(["evaluate", "--checkpoint", ckpt, "--csv", csv,
                               "--out", tmp_path, "--batch_size", "32", *extra], capsys)
     assert code == 0, err
     assert "F1 macro" in out

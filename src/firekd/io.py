@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,26 +17,10 @@ import numpy as np
 
 from firekd.errors import FirekdError
 
-_WRITER = True  # False on the non-zero ranks of a distributed run: only rank 0 writes files
-
-
-def set_writer(enabled: bool) -> None:
-    global _WRITER
-    _WRITER = enabled
-
-
-def is_writer() -> bool:
-    return _WRITER
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it over ``path`` if the block succeeds.
-    In a process that does not write (a non-zero DDP rank) the path is a throw-away file."""
-    if not _WRITER:
-        with tempfile.TemporaryDirectory(prefix="firekd-discard-") as tmp:
-            yield Path(tmp) / Path(path).name
-        return
+    """Yield a temporary path next to ``path``; rename it over ``path`` if the block succeeds."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,8 +105,6 @@ def save_figure(path: str | Path, fig) -> None:
 def ensure_writable(folder: str | Path, flag: str = "--output") -> Path:
     """Create ``folder`` if needed and prove it is writable, or fail naming the flag."""
     folder = Path(folder)
-    if not _WRITER:
-        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test."):
@@ -130,3 +113,68 @@ def ensure_writable(folder: str | Path, flag: str = "--output") -> Path:
         raise FirekdError(f"{folder}: output folder is not writable ({exc.strerror}); "
                           f"choose another with {flag}") from None
     return folder
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (no extra disk), copying when links are impossible."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+class Writer:
+    """The one object through which a run writes files. On the non-zero ranks of a distributed
+    run it is disabled: those ranks skip every write (and the work of preparing it) instead of
+    writing throw-away copies."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def __repr__(self) -> str:
+        return f"Writer(enabled={self.enabled})"
+
+    def json(self, path: str | Path, data: Any) -> None:
+        if self.enabled:
+            write_json(path, data)
+
+    def csv(self, path: str | Path, frame) -> None:
+        if self.enabled:
+            write_csv(path, frame)
+
+    def figure(self, path: str | Path, make_figure) -> None:
+        """Draw (``make_figure()`` returns a matplotlib figure) and save, only where files are written."""
+        if self.enabled:
+            save_figure(path, make_figure())
+
+    def payload(self, path: str | Path, payload: dict) -> None:
+        if self.enabled:
+            from firekd.checkpoints import save_payload
+
+            save_payload(path, payload)
+
+    def mkdirs(self, *folders: Path) -> None:
+        if self.enabled:
+            for folder in folders:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+
+    def link(self, src: Path, dst: Path) -> None:
+        if self.enabled:
+            link_or_copy(src, dst)
+
+    def remove(self, *paths: Path) -> None:
+        """Delete files or whole folders."""
+        if not self.enabled:
+            return
+        for path in map(Path, paths):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+NO_WRITER = Writer(enabled=False)

@@ -1,13 +1,17 @@
-"""The run-directory writer: the spec's output tree, locks, logs, config and environment.
+"""The run directory: the spec's output tree and its file names, locks, logs and environment.
 
     output/metrics/{teacher}_{variant}/          config.json, environment.json, split.csv, run.log,
-                                                  aggregated_results.json
+                                                  data_summary.csv, aggregated_results.json
     output/metrics/{teacher}_{variant}/seed_{s}/  teacher_train_log.json, student_train_log.json,
                                                   final_evaluation.json, predictions_*.csv
     output/models/{teacher}_{variant}/seed_{s}/   teacher_best.pth, student_best.pth, ...
     output/graphs/{teacher}_{variant}/seed_{s}/   *.png
     output/teachers/{teacher}/seed_{s}-{key}/     the shared teacher, trained once per
                                                   (teacher, seed, data, split, settings)
+    output/controls/{student}/seed_{s}-{key}/     the bce control's seed (metrics/, models/,
+                                                  graphs/), trained once and shown under every teacher
+
+`RunDir` writes and reads one (teacher, variant) run; every file name is a constant here.
 """
 
 from __future__ import annotations
@@ -18,14 +22,37 @@ import fcntl
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from firekd.errors import FirekdError
-from firekd.io import is_writer
+from firekd.io import Writer, read_json
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+ENVIRONMENT = "environment.json"
+SPLIT = "split.csv"
+DATA_SUMMARY = "data_summary.csv"
+RUN_LOG = "run.log"
+AGGREGATED = "aggregated_results.json"
+FINAL_EVALUATION = "final_evaluation.json"  # written last: its presence means the seed is done
+TEACHER_LOG = "teacher_train_log.json"
+STUDENT_LOG = "student_train_log.json"
+PRUNED_LOG = "student_pruned_train_log.json"
+TEACHER_CURVES = "teacher_training_curves.png"
+STUDENT_CURVES = "student_training_curves.png"
+CHECKPOINTS = {"teacher": "teacher_best.pth", "student": "student_best.pth",
+               "student_quantized": "student_quantized.pth", "student_pruned": "student_pruned.pth"}
+PROJECTOR = "student_projector.pth"  # the L2 projector trained with the student (not deployed)
+CONFIG_FORMAT = 2  # 1: firekd < 0.2 (flat settings), 2: per-stage records and run key
+
+
+def predictions_file(model: str) -> str:
+    return f"predictions_{model}.csv"
 
 
 class RunLockedError(FirekdError):
@@ -34,14 +61,15 @@ class RunLockedError(FirekdError):
 
 class FileLock:
     """An advisory ``flock`` lock that records its holder. The kernel drops it when the holder
-    dies, so a lock left by a killed process is never stale."""
+    dies, so a lock left by a killed process is never stale. A disabled lock (a non-zero DDP rank,
+    whose rank 0 holds the real one) is always granted."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, *, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
         self._fh = None
 
     def acquire(self, *, blocking: bool) -> bool:
-        if not is_writer():  # a non-zero DDP rank: rank 0 holds the lock for the whole group
+        if not self.enabled:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
@@ -73,9 +101,9 @@ class FileLock:
 
 
 @contextlib.contextmanager
-def exclusive(path: Path, *, what: str):
+def exclusive(path: Path, *, what: str, enabled: bool = True):
     """Hold the lock at ``path`` or fail at once, naming the holder."""
-    lock = FileLock(path)
+    lock = FileLock(path, enabled=enabled)
     if not lock.acquire(blocking=False):
         raise RunLockedError(f"{what} is in use by {lock.holder()} (lock {path}); wait for it to "
                              "finish or use another --output")
@@ -86,9 +114,9 @@ def exclusive(path: Path, *, what: str):
 
 
 @contextlib.contextmanager
-def waiting(path: Path, *, on_wait=None):
+def waiting(path: Path, *, on_wait=None, enabled: bool = True):
     """Hold the lock at ``path``, waiting for the current holder if there is one."""
-    lock = FileLock(path)
+    lock = FileLock(path, enabled=enabled)
     if not lock.acquire(blocking=False):
         if on_wait:
             on_wait(lock.holder())
@@ -99,39 +127,146 @@ def waiting(path: Path, *, on_wait=None):
         lock.release()
 
 
+@dataclass(frozen=True)
+class SeedDirs:
+    """The three folders of one seed: metrics (JSON, CSV), models (checkpoints), graphs (PNG)."""
+
+    metrics: Path
+    models: Path
+    graphs: Path
+
+    def create(self, writer: Writer) -> SeedDirs:
+        writer.mkdirs(self.metrics, self.models, self.graphs)
+        return self
+
+    def done(self, key: str) -> bool:
+        """The seed finished with settings key ``key``."""
+        path = self.metrics / FINAL_EVALUATION
+        return path.exists() and read_json(path).get("run", {}).get("settings_hash") == key
+
+    def files(self) -> list[tuple[Path, str]]:
+        """(file, folder kind) of every file the seed holds."""
+        return [(path, kind) for kind in ("metrics", "models", "graphs")
+                for path in sorted(getattr(self, kind).glob("*")) if path.is_file()]
+
+
+def teacher_store(output: str | Path, teacher: str, seed: int, key: str,
+                  own_variant: str | None = None) -> Path:
+    """The teacher's folder; with --no_teacher_reuse (``own_variant``) each variant has its own
+    copy, trained the same way."""
+    own = f"-{own_variant}" if own_variant else ""
+    return Path(output) / "teachers" / teacher / f"seed_{seed}-{key}{own}"
+
+
+def control_store(output: str | Path, student: str, seed: int, key: str) -> SeedDirs:
+    root = Path(output) / "controls" / student / f"seed_{seed}-{key}"
+    return SeedDirs(root / "metrics", root / "models", root / "graphs")
+
+
 class RunDir:
-    """Paths of one (teacher, variant) run inside ``output``."""
+    """One (teacher, variant) run inside ``output``: writes it and reads it back."""
 
     def __init__(self, output: str | Path, teacher: str, variant: str) -> None:
-        self.output = Path(output)
+        self.output, self.teacher, self.variant = Path(output), teacher, variant
         self.name = f"{teacher}_{variant}"
         self.metrics = self.output / "metrics" / self.name
         self.models = self.output / "models" / self.name
         self.graphs = self.output / "graphs" / self.name
 
-    def seed_dirs(self, seed: int) -> tuple[Path, Path, Path]:
-        dirs = tuple(d / f"seed_{seed}" for d in (self.metrics, self.models, self.graphs))
-        for d in dirs:
-            d.mkdir(parents=True, exist_ok=True)
-        return dirs
+    @classmethod
+    def open(cls, metrics_folder: Path) -> RunDir:
+        """The run whose metrics folder is ``metrics_folder`` (teacher and variant from its
+        config.json; from the folder name for a run that has none)."""
+        metrics_folder = Path(metrics_folder)
+        settings = (read_json(metrics_folder / CONFIG).get("settings", {})
+                    if (metrics_folder / CONFIG).exists() else {})
+        if "teacher" in settings and "variant" in settings:
+            teacher, variant = settings["teacher"], settings["variant"]
+        else:
+            from firekd.reporting.tables import split_run_name
 
-    def lock(self):
-        return exclusive(self.metrics / ".lock", what=f"run folder {self.metrics}")
+            teacher, variant = split_run_name(metrics_folder.name)
+        run = cls(metrics_folder.parent.parent, teacher, variant)
+        if run.metrics != metrics_folder:  # a folder renamed by hand: read it where it is
+            run.name, run.metrics = metrics_folder.name, metrics_folder
+        return run
 
-    def remove(self) -> None:
-        if not is_writer():
-            return
-        for d in (self.metrics, self.models, self.graphs):
-            shutil.rmtree(d, ignore_errors=True)
+    def __repr__(self) -> str:
+        return f"RunDir({self.metrics})"
+
+    def seed(self, seed: int) -> SeedDirs:
+        return SeedDirs(*(d / f"seed_{seed}" for d in (self.metrics, self.models, self.graphs)))
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def config(self) -> dict:
+        path = self.metrics / CONFIG
+        return read_json(path) if path.exists() else {}
+
+    def run_key(self) -> str | None:
+        return self.config().get("run_key")
+
+    def seeds(self) -> list[int]:
+        """Finished seeds (with a final_evaluation.json), in numeric order."""
+        found = []
+        for path in self.metrics.glob(f"seed_*/{FINAL_EVALUATION}"):
+            suffix = path.parent.name.removeprefix("seed_")
+            if suffix.lstrip("-").isdigit():
+                found.append(int(suffix))
+        return sorted(found)
+
+    def final_evaluation(self, seed: int) -> dict:
+        return read_json(self.seed(seed).metrics / FINAL_EVALUATION)
+
+    def seed_done(self, seed: int, key: str) -> bool:
+        return self.seed(seed).done(key)
+
+    def predictions(self, seed: int) -> dict[str, Path]:
+        """{model: predictions CSV} of a seed."""
+        folder = self.seed(seed).metrics
+        return {p.stem.removeprefix("predictions_"): p for p in sorted(folder.glob(predictions_file("*")))}
+
+    def matching_seeds(self) -> tuple[list[int], list[int]]:
+        """(seeds made with this run's settings and data, seeds made otherwise). A run recorded by
+        firekd < 0.2 has no run key: all its seeds count."""
+        key = self.run_key()
+        matching, other = [], []
+        for seed in self.seeds():
+            recorded = self.final_evaluation(seed).get("run", {}).get("run_key")
+            (matching if key is None or recorded == key else other).append(seed)
+        return matching, other
+
+    def aggregate(self) -> dict:
+        """Mean, std, CI... over the seeds made with this run's settings and data; seeds made
+        otherwise are left out with a warning."""
+        from firekd.metrics.stats import aggregate_runs
+
+        matching, other = self.matching_seeds()
+        if other:
+            log.warning("%s: seed(s) %s were made with other data or settings than this run's "
+                        "config.json; left out of the aggregate (rerun them, or use --overwrite)",
+                        self.metrics, ", ".join(map(str, other)))
+        per_seed = {}
+        for seed in matching:
+            per_seed[seed] = {k: v for k, v in self.final_evaluation(seed).items() if k != "run"}
+        return aggregate_runs(per_seed)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def lock(self, writer: Writer):
+        return exclusive(self.metrics / ".lock", what=f"run folder {self.metrics}", enabled=writer.enabled)
+
+    def remove(self, writer: Writer) -> None:
+        writer.remove(self.metrics, self.models, self.graphs)
 
     @contextlib.contextmanager
-    def log_to_file(self):
+    def log_to_file(self, writer: Writer):
         """Append everything logged during the block to run.log."""
-        if not is_writer():
+        if not writer.enabled:
             yield
             return
         self.metrics.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(self.metrics / "run.log")
+        handler = logging.FileHandler(self.metrics / RUN_LOG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handler.setLevel(logging.INFO)
         logging.getLogger().addHandler(handler)
@@ -140,20 +275,6 @@ class RunDir:
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` to ``dst`` (no extra disk), copying when links are impossible."""
-    if not is_writer():
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    os.replace(tmp, dst)
 
 
 def environment() -> dict:

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from firekd.data.images import IRSpec, decode_sample
 from firekd.data.transforms import PairedTransform
@@ -103,18 +103,21 @@ def make_loader(dataset: PairedDataset, *, batch_size: int, train: bool,
                 sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
     """``transform=None`` leaves batches as integer images (the device applies the transform).
 
-    Reseed ``generator`` at the start of each epoch to make the shuffle order reproducible.
+    ``generator`` drives the shuffle alone (the sampler's own): reseed it at the start of each
+    epoch and the order is reproducible whatever the number of workers. The loader's own
+    generator (the workers' base seed) is a separate one, so creating workers never draws from it.
     """
+    if train and sampler is None:
+        sampler = RandomSampler(dataset, generator=generator)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train and sampler is None,
         sampler=sampler,
         # a distributed sampler gives each rank its share: keep a lone partial batch there too
         drop_last=train and (len(sampler) if sampler is not None else len(dataset)) > batch_size,
         num_workers=num_workers,
         collate_fn=CollateTransform(transform, seed),
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
     )

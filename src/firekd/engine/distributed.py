@@ -2,7 +2,7 @@
 
 `torchrun --nproc_per_node N -m firekd train ...` starts N processes with RANK/WORLD_SIZE set;
 `setup()` joins them into one process group (NCCL on CUDA, gloo on CPU). Every rank runs the same
-recipe; only rank 0 writes files and takes locks (see `firekd.io.set_writer`), decisions that
+recipe; only rank 0 writes files and takes locks (see `firekd.io.Writer`), decisions that
 depend on files are made by rank 0 and broadcast, and validation/test predictions are gathered
 from all ranks so metrics and early stopping see the whole split.
 """

@@ -1,19 +1,26 @@
 """The epoch loop shared by teacher training, distillation and post-pruning fine-tuning.
 
 A task maps a batch to ``(logits, {term: raw})``; the loop applies the weights (the only place
-they are applied), logs every raw term, early-stops on validation macro-F1 (at per-label
-max-F1 thresholds) and keeps the best weights. The loop does no file I/O: a ``Checkpointer``
-given by the recipe persists state, so a killed run resumes from its last completed epoch.
+they are applied), logs every raw term, early-stops on validation macro-F1 (at per-label max-F1
+thresholds) and keeps the best weights. The loop does no file I/O: a ``Checkpointer`` given by
+the recipe persists state, so a killed run resumes from its last completed epoch.
+
+Several members (the loss variants of one seed) can train in one pass (``fit_many``): each batch
+is loaded and augmented once, a shared frozen teacher runs once, and every member still training
+takes its own step with its own optimizer, schedule, early stopping and random stream. A member
+trained alone (``fit``) is the same loop with one member, so it gets exactly the same result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -33,7 +40,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FitConfig:
-    stage: str  # "teacher", "student", "finetune": names the stage in logs and errors
+    kind: str  # "teacher", "student", "finetune": names the stage's random stream
+    label: str  # names the stage in logs and errors, e.g. "student kl_bce (seed 42)"
     epochs: int
     lr: float
     weight_decay: float
@@ -48,8 +56,18 @@ class FitConfig:
 class Checkpointer(Protocol):
     def load_last(self) -> dict | None: ...
     def save_last(self, state: dict) -> None: ...
-    def save_best(self, model_state: dict, epoch: int, score: float) -> None: ...
-    def load_best(self) -> dict: ...
+    def save_best(self, state: dict[str, dict], epoch: int, score: float) -> None: ...
+    def load_best(self) -> dict[str, dict]: ...
+
+
+@dataclass
+class Member:
+    """One model to train: its task, settings, and where its progress is persisted."""
+
+    task: nn.Module  # forward(rgb, ir, labels, targets=None) -> (logits, terms); trained_modules()
+    cfg: FitConfig
+    checkpointer: Checkpointer | None = None
+    on_epoch: Callable[[dict], None] | None = None  # called with every epoch's record
 
 
 @dataclass
@@ -59,11 +77,10 @@ class FitResult:
     best_score: float
     resumed_from: int = 0  # last epoch loaded from a checkpoint (0: fresh start)
     stopped_early: bool = False
-    extra: dict = field(default_factory=dict)
 
 
-def epoch_seed(seed: int, epoch: int, stage: str) -> int:
-    return int(np.random.SeedSequence([seed, epoch, sum(map(ord, stage))]).generate_state(1)[0])
+def epoch_seed(seed: int, epoch: int, stream: str) -> int:
+    return int(np.random.SeedSequence([seed, epoch, sum(map(ord, stream))]).generate_state(1)[0])
 
 
 def make_optimizer(task: nn.Module, cfg: FitConfig, steps_per_epoch: int):
@@ -88,12 +105,13 @@ def _weighted(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torc
 
 
 def train_step(task: nn.Module, batch, optimizer, weights: dict[str, float], rt: Runtime, *,
-               grad_clip: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               grad_clip: float = 0.0, targets=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimisation step on a batch already on the device; returns the weighted loss and the
-    raw terms, still on the device (no host sync)."""
+    raw terms, still on the device (no host sync). ``targets``: the frozen teacher's outputs for
+    this batch when they were computed once for several students."""
     rgb, ir, labels, _ = batch
     with rt.autocast():
-        _, terms = task(rgb, ir, labels)
+        _, terms = task(rgb, ir, labels, targets)
     loss = _weighted(terms, weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -103,32 +121,206 @@ def train_step(task: nn.Module, batch, optimizer, weights: dict[str, float], rt:
     return loss, terms
 
 
-def train_epoch(task: nn.Module, loader, optimizer, scheduler, cfg: FitConfig, rt: Runtime,
-                epoch: int) -> dict[str, float]:
-    task.train()
-    sums: dict[str, torch.Tensor] = {}
-    total = torch.zeros((), device=rt.device)
+class RngStream:
+    """A member's own random stream (dropout...): members trained in one pass draw exactly what
+    each would draw alone, whatever the others draw."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.state: tuple | None = None
+
+    def seed(self, seed: int) -> None:
+        with self._saved():
+            torch.manual_seed(seed)
+            self.state = self._get()
+
+    @contextlib.contextmanager
+    def active(self):
+        with self._saved():
+            torch.set_rng_state(self.state[0])
+            if self.cuda:
+                torch.cuda.set_rng_state(self.state[1], self.device)
+            yield
+            self.state = self._get()
+
+    def _get(self) -> tuple:
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.cuda else None
+
+    @contextlib.contextmanager
+    def _saved(self):
+        with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
+            yield
+
+
+class _Progress:
+    """A member's training state across epochs: optimizer, schedule, early stopping, history."""
+
+    def __init__(self, member: Member, rt: Runtime, steps_per_epoch: int) -> None:
+        self.member, self.task, self.cfg = member, member.task, member.cfg
+        self.train_task = _parallel(self.task, rt)
+        self.optimizer, self.scheduler = make_optimizer(self.task, self.cfg, steps_per_epoch)
+        self.stopper = EarlyStopping(self.cfg.patience)
+        self.history: list[dict] = []
+        self.next_epoch = 1
+        self.best_state: dict | None = None
+        self.rng = RngStream(rt.device)
+        self._resume()
+        self.resumed_from = self.next_epoch - 1
+
+    def _resume(self) -> None:
+        state = self.member.checkpointer.load_last() if self.member.checkpointer else None
+        if state is None:
+            return
+        self.task.load_state_dict(state["task"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.history, self.next_epoch = state["history"], state["epoch"] + 1
+        log.info("[%s] resuming after epoch %d (best %.4f at epoch %d)", self.cfg.label, state["epoch"],
+                 self.stopper.best_score, self.stopper.best_epoch)
+
+    @property
+    def done(self) -> bool:
+        return self.stopper.should_stop or self.next_epoch > self.cfg.epochs
+
+    def start_epoch(self, epoch: int) -> dict:
+        self.rng.seed(epoch_seed(self.cfg.seed, epoch, self.cfg.kind) + distributed.info().rank)
+        self.task.train()
+        return {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def end_epoch(self, record: dict) -> None:
+        record["improved"] = self.stopper.step(record["val_f1_macro"], record["epoch"])
+        self.history.append(record)
+        _log_epoch(self.cfg, record)
+        if self.member.on_epoch is not None:
+            self.member.on_epoch(record)
+        ckpt = self.member.checkpointer
+        if record["improved"]:
+            self.best_state = {name: copy.deepcopy(m.state_dict())
+                               for name, m in self.task.trained_modules().items()}
+            if ckpt:
+                ckpt.save_best(self.best_state, record["epoch"], self.stopper.best_score)
+        if ckpt:
+            ckpt.save_last({"epoch": record["epoch"], "task": self.task.state_dict(),
+                            "optimizer": self.optimizer.state_dict(),
+                            "scheduler": self.scheduler.state_dict(),
+                            "early_stopping": self.stopper.state_dict(), "history": self.history})
+        self.next_epoch = record["epoch"] + 1
+
+    def result(self) -> FitResult:
+        """Restore the best weights (from the checkpointer after a resume) and report."""
+        best = self.best_state
+        if best is None and self.member.checkpointer is not None:
+            best = self.member.checkpointer.load_best()
+        for name, module in self.task.trained_modules().items():
+            if best and name in best:
+                module.load_state_dict(best[name])
+        return FitResult(self.history, self.stopper.best_epoch, self.stopper.best_score,
+                         resumed_from=self.resumed_from,
+                         stopped_early=self.stopper.should_stop and len(self.history) < self.cfg.epochs)
+
+
+def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, rt: Runtime,
+        checkpointer: Checkpointer | None = None, shuffle: torch.Generator | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train one task: ``fit_many`` with a single member."""
+    return fit_many([Member(task, cfg, checkpointer, on_epoch)], train_loader, val_loader, rt, shuffle)[0]
+
+
+def fit_many(members: list[Member], train_loader, val_loader, rt: Runtime,
+             shuffle: torch.Generator | None = None) -> list[FitResult]:
+    """Train every member in one pass per epoch until each has early-stopped or run its epochs;
+    restore each one's best weights. Members share the seed, so they share the batches.
+
+    ``shuffle`` is the train sampler's generator, reseeded every epoch from the seed: the data
+    order of epoch k is the same whether the run was resumed or not, with any number of workers.
+    """
+    if len({m.cfg.seed for m in members}) > 1:
+        raise ValueError("members trained together share one seed (and so their batches)")
+    progress = [_Progress(m, rt, len(train_loader)) for m in members]
+    while not all(p.done for p in progress):
+        epoch = min(p.next_epoch for p in progress if not p.done)
+        active = [p for p in progress if not p.done and p.next_epoch == epoch]
+        t0 = time.perf_counter()
+        _reseed_order(train_loader, shuffle, members[0].cfg.seed, epoch)
+        records = [p.start_epoch(epoch) for p in active]
+        with _out_of_memory(active, epoch, getattr(train_loader, "batch_size", None)):
+            train = train_epoch(active, train_loader, rt, epoch)
+            val = validate([p.task for p in active], [p.cfg for p in active], val_loader, rt)
+        for p, record, t, v in zip(active, records, train, val, strict=True):
+            p.end_epoch({**record, **t, **v, "time_s": round(time.perf_counter() - t0, 3)})
+    return [p.result() for p in progress]
+
+
+def _reseed_order(train_loader, shuffle: torch.Generator | None, seed: int, epoch: int) -> None:
+    if shuffle is not None:
+        shuffle.manual_seed(epoch_seed(seed, epoch, "shuffle"))
+    if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):  # DistributedSampler: reshuffle
+        train_loader.sampler.set_epoch(epoch)
+
+
+@contextlib.contextmanager
+def _out_of_memory(active: list[_Progress], epoch: int, batch_size: int | None):
+    """A CUDA out-of-memory error ends in one line naming the stage, epoch and batch size."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        labels = ", ".join(p.cfg.label for p in active)
+        half = max(1, (batch_size or 2) // 2)
+        raise TrainingError(f"{labels}, epoch {epoch}: out of GPU memory at --batch_size {batch_size}; "
+                            f"rerun with --batch_size {half} (finished seeds are kept)") from None
+
+
+def teacher_targets(tasks: list[nn.Module], rgb: torch.Tensor, ir: torch.Tensor) -> dict[int, tuple]:
+    """The frozen teachers' outputs for a batch, once per distinct teacher: {id(teacher): outputs}."""
+    out: dict[int, tuple] = {}
+    for task in tasks:
+        teacher = getattr(task, "teacher", None)
+        if teacher is not None and id(teacher) not in out:
+            out[id(teacher)] = task.teacher_targets(rgb, ir)
+    return out
+
+
+def _targets_for(task: nn.Module, shared: dict[int, tuple]):
+    teacher = getattr(task, "teacher", None)
+    return shared[id(teacher)] if teacher is not None else None
+
+
+def train_epoch(active: list[_Progress], loader, rt: Runtime, epoch: int) -> list[dict[str, float]]:
+    """One pass over ``loader``; every active member takes a step on every batch. Returns each
+    member's mean loss and raw terms."""
+    sums: list[dict[str, torch.Tensor]] = [{} for _ in active]
+    totals = [torch.zeros((), device=rt.device) for _ in active]
     steps = 0
-    bar = tqdm(loader, desc=f"{cfg.stage} {epoch}/{cfg.epochs}", leave=False, unit="batch",
-               disable=None if distributed.info().is_main else True)
+    label = active[0].cfg.label if len(active) == 1 else f"{len(active)} {active[0].cfg.kind}s"
+    bar = tqdm(loader, desc=f"{label} {epoch}/{max(p.cfg.epochs for p in active)}", leave=False,
+               unit="batch", disable=None if distributed.info().is_main else True)
     for step, batch in enumerate(bar, 1):
-        loss, terms = train_step(task, rt.to_device(batch, train=True), optimizer, cfg.weights, rt,
-                                 grad_clip=cfg.grad_clip)
-        scheduler.step()
-        total += loss.detach()
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0) + value.detach()
+        batch = rt.to_device(batch, train=True)
+        with rt.autocast():
+            shared = teacher_targets([p.task for p in active], batch[0], batch[1])
+        for k, p in enumerate(active):
+            with p.rng.active():
+                loss, terms = train_step(p.train_task, batch, p.optimizer, p.cfg.weights, rt,
+                                         grad_clip=p.cfg.grad_clip, targets=_targets_for(p.task, shared))
+            p.scheduler.step()
+            totals[k] += loss.detach()
+            for name, value in terms.items():
+                sums[k][name] = sums[k].get(name, 0) + value.detach()
         steps += 1
-        if step % cfg.log_every == 0:  # the only host sync: progress and the NaN check
-            running = _across_ranks((total / steps).item())
-            _check_finite(running, cfg, epoch, step)
-            bar.set_postfix(loss=f"{running:.4f}")
+        if step % active[0].cfg.log_every == 0:  # the only host sync: progress and the NaN check
+            running = [_across_ranks((t / steps).item()) for t in totals]
+            for p, value in zip(active, running, strict=True):
+                _check_finite(value, p.cfg, epoch, step)
+            bar.set_postfix(loss="/".join(f"{v:.4f}" for v in running))
     if steps == 0:
-        raise TrainingError(f"{cfg.stage} training: the train split yields no batches")
-    mean = (total / steps).item()
-    _check_finite(_across_ranks(mean), cfg, epoch, steps)
-    out = {"train_loss": mean}
-    out.update({f"train_{k}": (v / steps).item() for k, v in sums.items()})
+        raise TrainingError(f"{active[0].cfg.label} training: the train split yields no batches")
+    out = []
+    for p, total, terms in zip(active, totals, sums, strict=True):
+        mean = _across_ranks((total / steps).item())
+        _check_finite(mean, p.cfg, epoch, steps)
+        out.append({"train_loss": mean, **{f"train_{k}": (v / steps).item() for k, v in terms.items()}})
     return out
 
 
@@ -140,106 +332,60 @@ def _across_ranks(value: float) -> float:
 def _check_finite(value: float, cfg: FitConfig, epoch: int, step: int) -> None:
     if not math.isfinite(value):
         raise TrainingError(
-            f"{cfg.stage} training, epoch {epoch}, step {step}: the loss became {value}; "
+            f"{cfg.label} training, epoch {epoch}, step {step}: the loss became {value}; "
             "lower the learning rate or check the data")
 
 
 @torch.no_grad()
-def validate(task: nn.Module, loader, cfg: FitConfig, rt: Runtime) -> dict[str, float]:
-    """Weighted loss, raw terms and macro-F1 (per-label max-F1 thresholds) on validation."""
-    task.eval()
-    sums: dict[str, torch.Tensor] = {}
-    total, n = torch.zeros((), device=rt.device), 0
-    probs, labels_all = [], []
-    index_all = []
+def validate(tasks: list[nn.Module], cfgs: list[FitConfig], loader, rt: Runtime) -> list[dict[str, float]]:
+    """Per task: weighted loss, raw terms and macro-F1 (per-label max-F1 thresholds) on validation,
+    in fp32 (bf16 logits would tie in the threshold search). One pass feeds every task."""
+    for task in tasks:
+        task.eval()
+    acc = [_ValAccumulator() for _ in tasks]
     for batch in loader:
         rgb, ir, labels, index = rt.to_device(batch)
-        with rt.autocast():
-            logits, terms = task(rgb, ir, labels)
-        total += _weighted(terms, cfg.weights) * len(labels)
+        shared = teacher_targets(tasks, rgb, ir)
+        for task, cfg, a in zip(tasks, cfgs, acc, strict=True):
+            logits, terms = task(rgb, ir, labels, _targets_for(task, shared))
+            a.add(logits, terms, cfg.weights, labels, index)
+    return [a.result() for a in acc]
+
+
+class _ValAccumulator:
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.total, self.n = 0.0, 0
+        self.probs, self.labels, self.index = [], [], []
+
+    def add(self, logits, terms, weights, labels, index) -> None:
+        self.total = self.total + _weighted(terms, weights) * len(labels)
         for name, value in terms.items():
-            sums[name] = sums.get(name, 0) + value * len(labels)
-        n += len(labels)
-        probs.append(torch.sigmoid(logits.float()))
-        labels_all.append(labels)
-        index_all.append(index)
-    totals = distributed.gather_arrays({"loss": np.array([total.item()]), "n": np.array([n]),
-                                        **{k: np.array([v.item()]) for k, v in sums.items()}})
-    samples = distributed.unique_by_index(distributed.gather_arrays({
-        "probs": torch.cat(probs).cpu().numpy(), "labels": torch.cat(labels_all).cpu().numpy(),
-        "index": torch.cat(index_all).cpu().numpy()}))  # the whole split, whatever the ranks
-    y_score, y_true = samples["probs"], samples["labels"]
-    scores = classification_scores(y_true, y_score, thresholds=best_thresholds(y_true, y_score))
-    n = totals["n"].sum()
-    out = {"val_loss": float(totals["loss"].sum() / n)}
-    out.update({f"val_{k}": float(totals[k].sum() / n) for k in sums})
-    out.update({f"val_{k}": scores[k] for k in ("f1_macro", "f1_fire", "f1_smoke")})
-    return out
+            self.sums[name] = self.sums.get(name, 0) + value * len(labels)
+        self.n += len(labels)
+        self.probs.append(torch.sigmoid(logits.float()))
+        self.labels.append(labels)
+        self.index.append(index)
 
-
-def fit(task: nn.Module, model: nn.Module, train_loader, val_loader, cfg: FitConfig, rt: Runtime,
-        checkpointer: Checkpointer | None = None, generator: torch.Generator | None = None,
-        on_epoch=None) -> FitResult:
-    """Train ``task`` (whose trainable model is ``model``), early-stop, restore the best weights.
-
-    ``generator`` is the train loader's shuffle generator: it is reseeded every epoch, so the data
-    order of epoch k is the same whether the run was resumed or not. ``on_epoch(record)`` is called
-    after every epoch (e.g. TensorBoard).
-    """
-    optimizer, scheduler = make_optimizer(task, cfg, len(train_loader))
-    train_task = _parallel(task, rt)
-    stopper = EarlyStopping(cfg.patience)
-    history: list[dict] = []
-    start = 1
-    state = checkpointer.load_last() if checkpointer else None
-    if state is not None:
-        task.load_state_dict(state["task"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        stopper.load_state_dict(state["early_stopping"])
-        history = state["history"]
-        start = state["epoch"] + 1
-        log.info("[%s] resuming after epoch %d (best %.4f at epoch %d)", cfg.stage, state["epoch"],
-                 stopper.best_score, stopper.best_epoch)
-    best_state = None
-    for epoch in range(start, cfg.epochs + 1):
-        if stopper.should_stop:
-            break
-        t0 = time.perf_counter()
-        torch.manual_seed(epoch_seed(cfg.seed, epoch, cfg.stage) + distributed.info().rank)
-        if generator is not None:
-            generator.manual_seed(epoch_seed(cfg.seed, epoch, "shuffle"))
-        if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: reshuffle per epoch
-            train_loader.sampler.set_epoch(epoch)
-        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        record.update(train_epoch(train_task, train_loader, optimizer, scheduler, cfg, rt, epoch))
-        record.update(validate(task, val_loader, cfg, rt))
-        record["improved"] = stopper.step(record["val_f1_macro"], epoch)
-        record["time_s"] = round(time.perf_counter() - t0, 3)
-        history.append(record)
-        _log_epoch(cfg, record)
-        if on_epoch is not None:
-            on_epoch(record)
-        if record["improved"]:
-            best_state = copy.deepcopy(model.state_dict())
-            if checkpointer:
-                checkpointer.save_best(best_state, epoch, stopper.best_score)
-        if checkpointer:
-            checkpointer.save_last({"epoch": epoch, "task": _trainable_state(task),
-                                    "optimizer": optimizer.state_dict(),
-                                    "scheduler": scheduler.state_dict(),
-                                    "early_stopping": stopper.state_dict(), "history": history})
-    if best_state is None and checkpointer is not None:
-        best_state = checkpointer.load_best()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return FitResult(history, stopper.best_epoch, stopper.best_score, resumed_from=start - 1,
-                     stopped_early=stopper.should_stop and len(history) < cfg.epochs)
+    def result(self) -> dict[str, float]:
+        totals = distributed.gather_arrays({"loss": np.array([float(self.total)]), "n": np.array([self.n]),
+                                            **{k: np.array([v.item()]) for k, v in self.sums.items()}})
+        samples = distributed.unique_by_index(distributed.gather_arrays({
+            "probs": torch.cat(self.probs).cpu().numpy(), "labels": torch.cat(self.labels).cpu().numpy(),
+            "index": torch.cat(self.index).cpu().numpy()}))  # the whole split, whatever the ranks
+        y_score, y_true = samples["probs"], samples["labels"]
+        scores = classification_scores(y_true, y_score, thresholds=best_thresholds(y_true, y_score))
+        n = totals["n"].sum()
+        out = {"val_loss": float(totals["loss"].sum() / n)}
+        out.update({f"val_{k}": float(totals[k].sum() / n) for k in self.sums})
+        out.update({f"val_{k}": scores[k] for k in ("f1_macro", "f1_fire", "f1_smoke")})
+        return out
 
 
 def _parallel(task: nn.Module, rt: Runtime) -> nn.Module:
-    """The task wrapped in DistributedDataParallel under torchrun; the task itself otherwise.
-    Frozen parameters (a distiller's teacher) are not synchronised: they need no gradients."""
+    """The task wrapped in DistributedDataParallel under torchrun; the task itself otherwise. A
+    distiller's frozen teacher is not a submodule of the task, so only the student and projector
+    are synchronised."""
     if not distributed.info().enabled:
         return task
     from torch.nn.parallel import DistributedDataParallel
@@ -247,15 +393,10 @@ def _parallel(task: nn.Module, rt: Runtime) -> nn.Module:
     return DistributedDataParallel(task, device_ids=[rt.device.index] if rt.cuda else None)
 
 
-def _trainable_state(task: nn.Module) -> dict:
-    """The task's state without a distiller's frozen teacher (stored once, elsewhere)."""
-    return {k: v for k, v in task.state_dict().items() if not k.startswith("teacher.")}
-
-
 def _log_epoch(cfg: FitConfig, r: dict) -> None:
     terms = " ".join(f"{k[6:]}={v:.4f}" for k, v in r.items() if k.startswith("train_") and k != "train_loss")
     log.info("[%s] epoch %d/%d  loss %.4f (%s)  val_loss %.4f  val_f1 %.4f (fire %.3f, smoke %.3f)"
-             "  lr %.2e  %.1fs%s", cfg.stage, r["epoch"], cfg.epochs, r["train_loss"], terms,
+             "  lr %.2e  %.1fs%s", cfg.label, r["epoch"], cfg.epochs, r["train_loss"], terms,
              r["val_loss"], r["val_f1_macro"], r["val_f1_fire"], r["val_f1_smoke"], r["lr"],
              r["time_s"], "  *best" if r["improved"] else "")
 
@@ -270,12 +411,13 @@ class Predictions:
 
 @torch.no_grad()
 def predict(model: nn.Module, loader, rt: Runtime) -> Predictions:
+    """Probabilities, labels and embeddings of a split, in fp32 so that GPU and CPU metrics of the
+    same model agree (bf16 logits tie in the threshold search and in AUROC/AP)."""
     model.eval()
     out: dict[str, list] = {"probs": [], "labels": [], "embeddings": [], "index": []}
     for batch in loader:
         rgb, ir, labels, index = rt.to_device(batch)
-        with rt.autocast():
-            logits, embedding = model_outputs(model, rgb, ir)
+        logits, embedding = model_outputs(model, rgb, ir)
         out["probs"].append(torch.sigmoid(logits.float()).cpu())
         out["labels"].append(labels.cpu())
         out["embeddings"].append(embedding.float().cpu())

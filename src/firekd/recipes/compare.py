@@ -15,9 +15,10 @@ from firekd import LABELS
 from firekd.errors import FirekdError
 from firekd.io import read_json, save_figure, write_csv
 from firekd.kd.variants import CONTROL
-from firekd.metrics.stats import aggregate_runs, holm, mcnemar_exact, paired_tests
+from firekd.metrics.stats import holm, mcnemar_exact, paired_tests
 from firekd.reporting import plots
-from firekd.reporting.tables import F1_METRICS, model_order, split_run_name, summary_frame, variant_rank
+from firekd.reporting.tables import F1_METRICS, model_order, summary_frame, variant_rank
+from firekd.rundir import AGGREGATED, FINAL_EVALUATION, RunDir
 
 
 @dataclass
@@ -48,7 +49,7 @@ def find_runs(output: str | Path, teacher: str | None = None) -> list[Run]:
     output = Path(output)
     if not output.is_dir():
         raise FirekdError(f"{output}: output folder not found")
-    folders = sorted(p.parent.parent for p in (output / "metrics").glob("*/seed_*/final_evaluation.json"))
+    folders = sorted(p.parent.parent for p in (output / "metrics").glob(f"*/seed_*/{FINAL_EVALUATION}"))
     runs = [_load_run(folder) for folder in dict.fromkeys(folders)]
     if not runs:
         raise FirekdError(f"{output}: no finished runs (no metrics/*/seed_*/final_evaluation.json); "
@@ -74,24 +75,10 @@ def _canonical(teacher: str) -> str:
 
 
 def _load_run(folder: Path) -> Run:
-    config = folder / "config.json"
-    settings = read_json(config).get("settings", {}) if config.exists() else {}
-    teacher, variant = split_run_name(folder.name)
-    teacher, variant = settings.get("teacher", teacher), settings.get("variant", variant)
-    agg_path = folder / "aggregated_results.json"
-    results = read_json(agg_path) if agg_path.exists() else aggregate_seed_files(folder)
-    return Run(folder.name, teacher, variant, folder, results)
-
-
-def aggregate_seed_files(folder: Path) -> dict:
-    """Aggregate the finished seeds (``seed_*/final_evaluation.json``) of a run's metrics folder;
-    also how `compare` reads an interrupted run that has no aggregated_results.json."""
-    per_seed = {}
-    for path in sorted(folder.glob("seed_*/final_evaluation.json")):
-        final = read_json(path)
-        seed = final.get("run", {}).get("seed", path.parent.name.removeprefix("seed_"))
-        per_seed[int(seed)] = {k: v for k, v in final.items() if k != "run"}
-    return aggregate_runs(per_seed)
+    run = RunDir.open(folder)
+    agg_path = folder / AGGREGATED
+    results = read_json(agg_path) if agg_path.exists() else run.aggregate()  # an interrupted run
+    return Run(run.name, run.teacher, run.variant, folder, results)
 
 
 def compare(output: str | Path, teacher: str | None = None, metrics=F1_METRICS) -> Comparison:
@@ -154,22 +141,16 @@ def mcnemar_tests(runs: list[Run]) -> pd.DataFrame:
     """Teacher vs every other model of a run, per seed and label, on the per-sample decisions."""
     rows = []
     for run in runs:
-        for folder in sorted(run.folder.glob("seed_*"), key=lambda p: _seed_of(p)):
-            teacher_csv = folder / "predictions_teacher.csv"
-            if not teacher_csv.exists():
+        folder = RunDir.open(run.folder)
+        for seed in folder.matching_seeds()[0]:
+            files = folder.predictions(seed)
+            if "teacher" not in files:
                 continue
-            teacher = pd.read_csv(teacher_csv)
-            models = [p.stem.removeprefix("predictions_") for p in folder.glob("predictions_*.csv")]
-            for model in model_order(models):
+            teacher = pd.read_csv(files["teacher"])
+            for model in model_order(files):
                 if model != "teacher":
-                    rows.extend(_mcnemar_rows(run, _seed_of(folder), teacher,
-                                              pd.read_csv(folder / f"predictions_{model}.csv"), model))
+                    rows.extend(_mcnemar_rows(run, seed, teacher, pd.read_csv(files[model]), model))
     return pd.DataFrame(rows)
-
-
-def _seed_of(folder: Path) -> int:
-    suffix = folder.name.removeprefix("seed_")
-    return int(suffix) if suffix.lstrip("-").isdigit() else 0
 
 
 def _mcnemar_rows(run: Run, seed: int, teacher: pd.DataFrame, other: pd.DataFrame, model: str) -> list[dict]:

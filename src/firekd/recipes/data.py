@@ -26,7 +26,8 @@ from firekd.data.splits import (
     load_split,
     make_split,
 )
-from firekd.io import ensure_writable, is_writer
+from firekd.io import Writer, ensure_writable
+from firekd.keys import data_fingerprint
 from firekd.rundir import waiting
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,14 @@ class DataBundle:
     def summary(self) -> pd.DataFrame:
         """Counts per split (rows) and label combination (columns)."""
         return split_summary(self.records["fire"], self.records["smoke"], self.records["split_assigned"])
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the data a model was trained on: data settings, CSV content, IR decoding
+        and the split (`firekd.keys.data_fingerprint`)."""
+        spec = self.ir_spec
+        split = self.records[["row", "split_assigned"]].to_numpy().tolist()
+        return data_fingerprint(self.config, ir=[spec.kind, spec.channels, spec.value_range], split=split)
 
     def split_table(self) -> pd.DataFrame:
         return self.records[["row", "rgb_path", "split_assigned"]].rename(
@@ -97,14 +106,18 @@ def cache_root(config: DataConfig) -> Path:
     return Path(base) / "firekd"
 
 
-def open_cache(bundle: DataBundle, *, workers: int = 1) -> DecodedCache | None:
+def open_cache(bundle: DataBundle, *, workers: int = 1, writer: Writer | None = None) -> DecodedCache | None:
     """Open (building if needed) the decoded cache of ``bundle``; None when it is turned off or
-    would not fit the disk (then samples are decoded from the files on every access)."""
+    would not fit the disk (then samples are decoded from the files on every access). A disabled
+    ``writer`` (a non-zero DDP rank) never builds: it opens what rank 0 built."""
     cfg, spec = bundle.config, bundle.ir_spec
     if not cfg.cache:
         return None
-    root = ensure_writable(cache_root(cfg), "--cache_dir")
     key = cache_key(bundle.records, cfg.img_size, spec)
+    if writer is not None and not writer.enabled:  # rank 0 built and verified it (then a barrier)
+        folder = cache_root(cfg) / key
+        return DecodedCache(folder) if folder.exists() else None
+    root = ensure_writable(cache_root(cfg), "--cache_dir")
     folder = root / key
     on_wait = lambda who: log.info("cache: waiting for %s, which is building it", who)  # noqa: E731
     with waiting(root / f"{key}.lock", on_wait=on_wait):
@@ -113,8 +126,6 @@ def open_cache(bundle: DataBundle, *, workers: int = 1) -> DecodedCache | None:
                 log.info("cache: using %s", folder)
                 return DecodedCache(folder)
             log.warning("cache: %s is damaged or incomplete; rebuilding it", folder)
-        if not is_writer():  # a non-zero DDP rank never builds: rank 0 did, or it decodes files
-            return None
         need = cache_bytes(len(bundle.records), cfg.img_size, spec)
         free = shutil.disk_usage(root).free
         if need > 0.8 * free:

@@ -1,5 +1,4 @@
-"""Evaluation: thresholds from validation, metrics and per-sample predictions on test; and the
-evaluation of any saved checkpoint on any CSV (`firekd evaluate`)."""
+"""`firekd evaluate`: any saved model (teacher, student, int8, pruned) on any CSV."""
 
 from __future__ import annotations
 
@@ -22,42 +21,14 @@ from firekd.data.dataset import FileSource, PairedDataset, make_loader
 from firekd.data.images import IRSpec
 from firekd.data.splits import load_split
 from firekd.data.transforms import PairedTransform
-from firekd.engine.loop import Predictions, predict
+from firekd.engine.evaluation import predictions_table
+from firekd.engine.loop import predict
 from firekd.engine.runtime import Runtime, resolve_device
 from firekd.errors import ConfigError, DataError, ModelError
-from firekd.metrics.classification import best_thresholds, evaluation_scores
+from firekd.metrics.classification import evaluation_scores
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Evaluation:
-    metrics: dict[str, float]
-    thresholds: np.ndarray  # (2,) chosen on validation
-    test: Predictions
-
-
-def evaluate_model(model: nn.Module, val_loader, test_loader, rt: Runtime,
-                   thresholds: np.ndarray | None = None) -> Evaluation:
-    """Per-label max-F1 thresholds on validation (unless given), applied unchanged to test."""
-    if thresholds is None:
-        val = predict(model, val_loader, rt)
-        thresholds = best_thresholds(val.labels, val.probs)
-    test = predict(model, test_loader, rt)
-    return Evaluation(evaluation_scores(test.labels, test.probs, thresholds=thresholds), thresholds, test)
-
-
-def predictions_table(pred: Predictions, rows: np.ndarray, thresholds: np.ndarray) -> pd.DataFrame:
-    """One line per test sample: CSV line number, true labels, probabilities, decisions."""
-    table = pd.DataFrame({"row": np.asarray(rows)[pred.index]})
-    for k, name in enumerate(LABELS):
-        table[f"{name}_true"] = pred.labels[:, k].astype(int)
-        table[f"{name}_prob"] = np.round(pred.probs[:, k], 6)
-        table[f"{name}_pred"] = (pred.probs[:, k] >= thresholds[k]).astype(int)
-    return table
-
-
-# --- `firekd evaluate`: any saved model on any CSV -------------------------------------------
 
 @dataclass
 class Loaded:

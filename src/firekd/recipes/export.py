@@ -17,13 +17,14 @@ from firekd.compress.artifacts import is_quantized_file
 from firekd.config import DataConfig
 from firekd.data.dataset import make_loader
 from firekd.data.transforms import PairedTransform
+from firekd.engine.evaluation import evaluate_model
 from firekd.engine.runtime import Runtime
 from firekd.errors import ModelError
 from firekd.io import ensure_writable, write_json
-from firekd.recipes.compress import calibration_loader, measure_stage, onnx_stages
+from firekd.recipes.compress import calibration_loader, onnx_stages
+from firekd.recipes.context import ModelResult
 from firekd.recipes.data import DataBundle, load_data
-from firekd.recipes.evaluate import evaluate_model
-from firekd.recipes.train import StageResult
+from firekd.recipes.efficiency import measure_model
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,12 @@ def export_checkpoint(checkpoint: str | Path, data: DataConfig, out_dir: str | P
     calibration = (rgb for rgb, *_ in itertools.islice(calib_loader, calibration_batches))
     rt = Runtime(torch.device("cpu"), amp=False, channels_last=False)
     size = bundle.config.img_size
-    stages = {"student": StageResult(model, {}, evaluate_model(model, val, test, rt), checkpoint.parent,
-                                     extra={"checkpoint": checkpoint})}
+    stages = {"student": ModelResult(model, evaluate_model(model, val, test, rt), checkpoint)}
     stages.update(onnx_stages(model, calibration, val, test, rt, out_dir, checkpoint.stem,
                               latency_threads, size))
     results = {}
     for name, stage in stages.items():
-        efficiency = measure_stage(stage, stage.extra["checkpoint"], size=size,
+        efficiency = measure_model(stage, size=size,
                                    ir_channels=max(1, bundle.ir_spec.channels), runs=latency_runs,
                                    threads=latency_threads, rt=rt)
         results[name] = {**stage.evaluation.metrics, **efficiency}

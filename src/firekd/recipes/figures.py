@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from firekd.data.splits import COMBO_NAMES, label_combination
-from firekd.io import save_figure
-from firekd.recipes.evaluate import Evaluation
+from firekd.engine.evaluation import Evaluation
+from firekd.io import link_or_copy, save_figure
 from firekd.reporting import plots
 from firekd.reporting.embeddings import METHODS, MIN_POINTS, project, subsample
-from firekd.rundir import link_or_copy
 
 log = logging.getLogger(__name__)
 EMBEDDED_MODELS = ("teacher", "student")  # the spec's embedding figures; compressed copies add nothing

@@ -25,6 +25,7 @@ from firekd.recipes.compare import (
 from firekd.recipes.data import split_summary
 from firekd.reporting import document as doc
 from firekd.reporting.tables import display_table
+from firekd.rundir import RunDir
 
 log = logging.getLogger(__name__)
 # (file, caption) in reading order; a figure that a run lacks (no teacher in `bce`) is skipped
@@ -38,7 +39,7 @@ SEED_FIGURES = (
     ("umap_teacher.png", "UMAP of the teacher's test embeddings"),
     ("umap_student.png", "UMAP of the student's test embeddings"),
 )
-SHOWN_SETTINGS = ("data.csv", "data.img_size", "data.split", "data.split_ratios", "data.split_seed",
+SHOWN_SETTINGS = ("csv", "img_size", "split", "split_ratios", "split_seed",
                   "student", "teacher_modalities", "pretrained", "epochs_teacher", "epochs_student",
                   "batch_size", "lr_teacher", "lr_student", "weight_decay", "kd_temperature",
                   "patience_teacher", "patience_student", "loss_weights", "pos_weight", "amp")
@@ -127,7 +128,17 @@ def _config(run: Run) -> dict:
 
 
 def _csv_of(run: Run) -> str:
-    return str(_config(run).get("settings", {}).get("data", {}).get("csv", "unknown"))
+    return str(_settings(run).get("csv", "unknown"))
+
+
+def _settings(run: Run) -> dict:
+    """The run's settings by flag name (config.json's "flags"; firekd < 0.2 recorded them flat,
+    with the data settings under "data")."""
+    config = _config(run)
+    if "flags" in config:
+        return config["flags"]
+    old = dict(config.get("settings", {}))
+    return {**old.pop("data", {}), **old}
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, str]:
@@ -141,7 +152,7 @@ def _flat(d: dict, prefix: str = "") -> dict[str, str]:
 
 
 def _config_section(runs: list[Run]) -> list:
-    settings = {r.name: _flat(_config(r).get("settings", {})) for r in runs}
+    settings = {r.name: _flat(_settings(r)) for r in runs}
     keys = [k for k in SHOWN_SETTINGS if any(k in s for s in settings.values())]
     # a setting a run does not record (the bce control has no teacher settings) is not a difference
     shared = [k for k in keys if len({s[k] for s in settings.values() if k in s}) == 1]
@@ -216,11 +227,9 @@ def _run_section(output: Path, run: Run, rel) -> list:
 
 def _seed_table(run: Run) -> pd.DataFrame:
     rows = []
-    seed_files = run.folder.glob("seed_*/final_evaluation.json")
-    for path in sorted(seed_files, key=lambda p: int(p.parent.name.removeprefix("seed_"))):  # 2 < 10
-        final = read_json(path)
-        seed = final.get("run", {}).get("seed", path.parent.name)
-        for model, m in final.items():
+    folder = RunDir.open(run.folder)
+    for seed in folder.seeds():
+        for model, m in folder.final_evaluation(seed).items():
             if model == "run" or not isinstance(m, dict):
                 continue
             rows.append({"seed": seed, "model": model, "F1 macro": _f(m.get("f1_macro")),

@@ -1,0 +1,163 @@
+"""What the stages of one seed share: the seed-run context, its loaders and the file checkpointer."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from firekd.checkpoints import load_payload, save_model
+from firekd.config import RunConfig
+from firekd.data.dataset import make_loader
+from firekd.data.transforms import PairedTransform
+from firekd.engine import distributed
+from firekd.engine.evaluation import Evaluation
+from firekd.engine.runtime import Runtime, resolve_device
+from firekd.io import Writer
+from firekd.recipes.data import DataBundle
+from firekd.rundir import PROJECTOR
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaders:
+    train: torch.utils.data.DataLoader
+    val: torch.utils.data.DataLoader
+    test: torch.utils.data.DataLoader
+    shuffle: torch.Generator  # the train sampler's generator; reseeded every epoch by the loop
+
+
+@dataclass
+class SeedRun:
+    """One seed of an invocation: the data, runtime and loaders every stage of the seed uses, and
+    the writer through which they write (disabled on the non-zero ranks of a distributed run)."""
+
+    cfg: RunConfig
+    data: DataBundle
+    seed: int
+    rt: Runtime
+    loaders: Loaders
+    writer: Writer
+
+    @property
+    def output(self) -> Path:
+        return Path(self.cfg.execution.output)
+
+    @property
+    def world_size(self) -> int:
+        return distributed.info().world_size
+
+
+def seed_run(cfg: RunConfig, data: DataBundle, seed: int, writer: Writer) -> SeedRun:
+    """Runtime and loaders for one seed. On CUDA the batch transform runs on the device."""
+    device = resolve_device(cfg.execution.device)
+    if distributed.info().enabled and device.type == "cuda":
+        device = torch.device("cuda", distributed.info().local_rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    ir_max = data.ir_spec.max_value
+    size = data.config.img_size
+    train_tf = PairedTransform(size, train=True, ir_max=ir_max)
+    eval_tf = PairedTransform(size, train=False, ir_max=ir_max)
+    on_device = device.type == "cuda"
+    rt = Runtime(device, amp=cfg.optim.amp, seed=seed,
+                 device_transforms=(train_tf, eval_tf) if on_device else None)
+    workers = min(cfg.execution.num_workers, os.cpu_count() or 1)
+    common = {"batch_size": cfg.optim.batch_size, "num_workers": workers, "seed": seed,
+              "pin_memory": on_device}
+    shuffle = torch.Generator().manual_seed(seed)
+    datasets = {split: data.dataset(split) for split in ("train", "val", "test")}
+    samplers = _distributed_samplers(datasets, seed)
+    loaders = Loaders(
+        train=make_loader(datasets["train"], train=True, generator=shuffle, sampler=samplers["train"],
+                          transform=None if on_device else train_tf, **common),
+        val=make_loader(datasets["val"], train=False, sampler=samplers["val"],
+                        transform=None if on_device else eval_tf, **common),
+        test=make_loader(datasets["test"], train=False, sampler=samplers["test"],
+                         transform=None if on_device else eval_tf, **common),
+        shuffle=shuffle,
+    )
+    return SeedRun(cfg, data, seed, rt, loaders, writer)
+
+
+def _distributed_samplers(datasets: dict, seed: int) -> dict:
+    """Under torchrun each rank reads its share: the train split reshuffled every epoch (the loop
+    calls set_epoch), val/test in order and padded; predictions are gathered and de-duplicated."""
+    info = distributed.info()
+    if not info.enabled:
+        return dict.fromkeys(datasets)
+    from torch.utils.data import DistributedSampler
+
+    return {split: DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank,
+                                      shuffle=split == "train", seed=seed, drop_last=split == "train")
+            for split, ds in datasets.items()}
+
+
+class FileCheckpointer:
+    """Persists a stage: ``{prefix}_best.pth`` (the deployable checkpoint) and, for a distiller,
+    ``student_projector.pth`` (its trained L2 projector) whenever validation improves, and
+    ``{prefix}_state.pt`` (everything needed to resume) after every epoch. Writes go through
+    ``writer``: a non-zero DDP rank serialises nothing."""
+
+    def __init__(self, folder: Path, prefix: str, model: torch.nn.Module, kind: str, meta: dict,
+                 writer: Writer) -> None:
+        self.best_path = folder / f"{prefix}_best.pth"
+        self.state_path = folder / f"{prefix}_state.pt"
+        self.projector_path = folder / PROJECTOR
+        self.model, self.kind, self.meta, self.writer = model, kind, meta, writer
+
+    def load_last(self) -> dict | None:
+        if not self.state_path.exists():
+            return None
+        payload = load_payload(self.state_path)
+        if payload.get("meta") != self.meta:
+            log.warning("%s was made with other settings; starting this stage afresh", self.state_path)
+            return None
+        return payload["state"]
+
+    def save_last(self, state: dict) -> None:
+        self.writer.payload(self.state_path, {"format": "firekd-state/1", "meta": self.meta, "state": state})
+
+    def save_best(self, state: dict[str, dict], epoch: int, score: float) -> None:
+        if not self.writer.enabled:
+            return
+        save_model(self.best_path, self.model, kind=self.kind, state_dict=state["model"],
+                   meta={**self.meta, "best_epoch": epoch, "val_f1_macro": score})
+        if "projector" in state:
+            self.writer.payload(self.projector_path, {"format": "firekd-projector/1", "meta": self.meta,
+                                                      "state_dict": state["projector"]})
+
+    def load_best(self) -> dict[str, dict]:
+        best = {"model": load_payload(self.best_path)["state_dict"]}
+        if self.projector_path.exists():
+            best["projector"] = load_payload(self.projector_path)["state_dict"]
+        return best
+
+    def finish(self, thresholds) -> None:
+        """Record the validation thresholds in the best checkpoint; drop the resume state."""
+        if not self.writer.enabled:
+            return
+        payload = load_payload(self.best_path)
+        payload["meta"]["thresholds"] = [float(t) for t in thresholds]
+        self.writer.payload(self.best_path, payload)
+        self.writer.remove(self.state_path)
+
+
+@dataclass
+class ModelResult:
+    """One model of a seed as its outputs need it: its test evaluation, where it is saved, how
+    to time it and (once measured) its efficiency numbers."""
+
+    model: Any  # an nn.Module, or a deployed form's runner (compiled int8, onnxruntime session)
+    evaluation: Evaluation
+    checkpoint: Path
+    train_log: dict = field(default_factory=dict)
+    fp32_source: nn.Module | None = None  # a deployed form's fp32 original: its params and GFLOPs
+    latency_runtime: str = "eager"
+    efficiency: dict | None = None

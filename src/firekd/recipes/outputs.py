@@ -1,0 +1,70 @@
+"""A finished seed's outputs: figures, predictions, logs and final_evaluation.json (written last:
+its presence means the seed is done), and the links that show a shared model (the teacher, the
+``bce`` control) in every run folder that uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from firekd.engine.evaluation import predictions_table
+from firekd.io import Writer, read_json, write_csv, write_json
+from firekd.recipes.context import ModelResult, SeedRun
+from firekd.recipes.figures import EMBEDDED_MODELS, write_embedding_figures, write_metric_figures
+from firekd.recipes.teacher import TeacherResult
+from firekd.rundir import (
+    CHECKPOINTS,
+    FINAL_EVALUATION,
+    STUDENT_LOG,
+    TEACHER_CURVES,
+    TEACHER_LOG,
+    SeedDirs,
+    predictions_file,
+)
+
+
+def link_teacher(writer: Writer, teacher: TeacherResult, dirs: SeedDirs) -> None:
+    """The shared teacher's checkpoint, log and curves, linked into a variant's seed folders."""
+    writer.link(teacher.checkpoint, dirs.models / CHECKPOINTS["teacher"])
+    writer.link(teacher.folder / TEACHER_LOG, dirs.metrics / TEACHER_LOG)
+    if (teacher.folder / TEACHER_CURVES).exists():
+        writer.link(teacher.folder / TEACHER_CURVES, dirs.graphs / TEACHER_CURVES)
+
+
+def write_seed_outputs(run: SeedRun, dirs: SeedDirs, models: dict[str, ModelResult], *, title: str,
+                       run_block: dict, teacher: TeacherResult | None = None) -> None:
+    """Figures, predictions and logs of every model of a seed, then final_evaluation.json."""
+    if not run.writer.enabled:
+        return
+    _figures(run, dirs.graphs, models, title, teacher)
+    write_json(dirs.metrics / STUDENT_LOG, models["student"].train_log)
+    rows = run.data.dataset("test").rows
+    for name, result in models.items():
+        write_csv(dirs.metrics / predictions_file(name),
+                  predictions_table(result.evaluation.test, rows, result.evaluation.thresholds))
+    final = {name: result.evaluation.metrics for name, result in models.items()}
+    write_json(dirs.metrics / FINAL_EVALUATION, {**final, "run": {**run_block, "n_test": int(len(rows))}})
+
+
+def _figures(run: SeedRun, graphs: Path, models: dict[str, ModelResult], title: str,
+             teacher: TeacherResult | None) -> None:
+    write_metric_figures(graphs, {name: result.evaluation for name, result in models.items()}, title)
+    points = run.cfg.execution.max_embed_points
+    for name in EMBEDDED_MODELS:
+        if name not in models:
+            continue
+        shared = name == "teacher" and teacher is not None  # one teacher, every variant: project once
+        write_embedding_figures(
+            graphs, name, models[name].evaluation,
+            f"teacher {teacher.folder.parent.name}, seed {run.seed}" if shared else title,
+            max_points=points, seed=run.seed,
+            cache_dir=teacher.folder / f"figures_max{points}" if shared else None)
+
+
+def publish(writer: Writer, source: SeedDirs, target: SeedDirs, run_block: dict) -> None:
+    """Show a seed made elsewhere (the ``bce`` control's store) in a run folder: every file linked,
+    final_evaluation.json rewritten with this run's name and key (and written last)."""
+    for path, kind in source.files():
+        if path.name != FINAL_EVALUATION:
+            writer.link(path, getattr(target, kind) / path.name)
+    final = read_json(source.metrics / FINAL_EVALUATION)
+    writer.json(target.metrics / FINAL_EVALUATION, {**final, "run": {**final["run"], **run_block}})

@@ -1,0 +1,146 @@
+"""The student stage: the RGB-only students of one seed, one per loss variant, trained in one pass.
+
+Every variant of a seed (and the ``bce`` control when it is due) trains in lockstep on the same
+batches: each batch is loaded and augmented once, the frozen teacher runs once, and each student
+takes its own step with its own loss, optimizer, schedule, projector and early stopping
+(`firekd.engine.loop.fit_many`). Each student gets exactly what it would get trained alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from firekd.checkpoints import load_model, load_payload
+from firekd.engine.evaluation import Evaluation, evaluate_model
+from firekd.engine.loop import FitConfig, Member, fit_many
+from firekd.io import read_json
+from firekd.kd.distiller import Distiller, Supervised
+from firekd.kd.variants import uses_teacher, variant_weights
+from firekd.keys import plain, student_settings
+from firekd.models import create_student
+from firekd.recipes.context import FileCheckpointer, SeedRun
+from firekd.recipes.teacher import TeacherResult, data_meta, pos_weight_for, tensorboard, train_log
+from firekd.reporting.plots import training_curves
+from firekd.rundir import CHECKPOINTS, PROJECTOR, STUDENT_CURVES, STUDENT_LOG, SeedDirs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudentResult:
+    """A trained student with its L2 projector (kept for fine-tuning after pruning), training
+    log, test evaluation and the seed folders it was saved in."""
+
+    variant: str
+    model: nn.Module
+    projector: nn.Module | None
+    train_log: dict
+    evaluation: Evaluation
+    dirs: SeedDirs
+
+
+def make_task(run: SeedRun, student: nn.Module, variant: str, teacher: nn.Module | None,
+              projector: nn.Module | None = None) -> nn.Module:
+    """The variant's training task: the student alone (``bce``) or distilled from ``teacher``."""
+    pos_weight = pos_weight_for(run.cfg.optim.pos_weight, run.data)
+    if not uses_teacher(variant):
+        return Supervised(student, pos_weight)
+    weights = variant_weights(variant, run.cfg.student.loss_weights)
+    return Distiller(student, teacher, set(weights), temperature=run.cfg.student.kd_temperature,
+                     pos_weight=pos_weight, projector=projector)
+
+
+def fit_config(run: SeedRun, variant: str, *, kind: str, epochs: int) -> FitConfig:
+    cfg = run.cfg
+    return FitConfig(kind=kind, label=f"{kind} {variant} (seed {run.seed})", epochs=epochs,
+                     lr=cfg.student.lr, weight_decay=cfg.optim.weight_decay,
+                     patience=cfg.student.patience,
+                     weights=variant_weights(variant, cfg.student.loss_weights), seed=run.seed)
+
+
+def train_students(run: SeedRun, folders: dict[str, SeedDirs],
+                   teacher: TeacherResult | None) -> dict[str, StudentResult]:
+    """Train one student per variant in ``folders`` (its seed folders) in one pass over the data;
+    KD variants distil from ``teacher``. Resumes each from its last finished epoch."""
+    out, todo, settings = {}, {}, {}
+    for variant, dirs in folders.items():
+        t = teacher if uses_teacher(variant) else None
+        settings[variant] = student_settings(run.cfg, variant, run.seed, run.data.fingerprint,
+                                             run.world_size, t.key if t else None)
+        finished = _finished(run, variant, dirs, t, settings[variant])
+        if finished is not None:
+            out[variant] = finished
+        else:
+            todo[variant] = _member(run, variant, dirs, t, settings[variant])
+    if len(todo) > 1:
+        log.info("students %s (seed %d): trained in lockstep on the same batches",
+                 ", ".join(todo), run.seed)
+    members = list(todo.values())
+    results = fit_many(members, run.loaders.train, run.loaders.val, run.rt, run.loaders.shuffle)
+    for (variant, member), result in zip(todo.items(), results, strict=True):
+        out[variant] = _finish(run, variant, folders[variant], member, result, settings[variant])
+    return {variant: out[variant] for variant in folders}
+
+
+def _finished(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | None,
+              settings: dict) -> StudentResult | None:
+    """The student of an earlier, interrupted invocation that finished training (its checkpoint
+    has thresholds and its log is written) with the same settings: reused, not retrained."""
+    path, log_path = dirs.models / CHECKPOINTS["student"], dirs.metrics / STUDENT_LOG
+    if not (path.exists() and log_path.exists()) or read_json(log_path).get("settings") != plain(settings):
+        return None
+    payload = load_payload(path)
+    if payload.get("meta", {}).get("thresholds") is None:
+        return None
+    student, _ = load_model(path, kind="student")
+    student = run.rt.prepare_model(student)
+    task = make_task(run, student, variant, teacher.model if teacher else None).to(run.rt.device)
+    projector = getattr(task, "projector", None)
+    if projector is not None:
+        projector.load_state_dict(load_payload(dirs.models / PROJECTOR)["state_dict"])
+    log.info("student %s seed %d: reusing the student trained earlier with the same settings (%s)",
+             variant, run.seed, path)
+    evaluation = evaluate_model(student, run.loaders.val, run.loaders.test, run.rt)
+    return StudentResult(variant, student, projector, read_json(log_path), evaluation, dirs)
+
+
+def _member(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | None,
+            settings: dict) -> Member:
+    cfg = run.cfg
+    torch.manual_seed(run.seed)  # every variant's student starts from the same weights
+    student = run.rt.prepare_model(create_student(cfg.student.arch, pretrained=False),
+                                   compile=cfg.execution.compile, sync_bn=cfg.optim.sync_bn)
+    task = make_task(run, student, variant, teacher.model if teacher else None).to(run.rt.device)
+    projector = getattr(task, "projector", None)
+    if projector is not None:
+        log.info("student %s seed %d: L2 projector %d params (trained with the student, not deployed)",
+                 variant, run.seed, sum(p.numel() for p in projector.parameters()))
+    ckpt = FileCheckpointer(dirs.models, "student", student, "student",
+                            meta={"settings": settings, "data": data_meta(run.data)}, writer=run.writer)
+    on_epoch = tensorboard(cfg.execution.tensorboard and run.writer.enabled, dirs.models, "student")
+    return Member(task, fit_config(run, variant, kind="student", epochs=cfg.student.epochs), ckpt, on_epoch)
+
+
+def _finish(run: SeedRun, variant: str, dirs: SeedDirs, member: Member, result,
+            settings: dict) -> StudentResult:
+    task = member.task
+    student = task.trained_modules()["model"]
+    run.writer.figure(dirs.graphs / STUDENT_CURVES,
+                      lambda: training_curves(result.history, f"Student ({variant}) - seed {run.seed}"))
+    evaluation = evaluate_model(student, run.loaders.val, run.loaders.test, run.rt)
+    member.checkpointer.finish(evaluation.thresholds)
+    log_ = {**train_log(result, settings), "params": trained_params(task)}
+    run.writer.json(dirs.metrics / STUDENT_LOG, log_)  # with the thresholds above: the stage is done
+    return StudentResult(variant, student, getattr(task, "projector", None), log_, evaluation, dirs)
+
+
+def trained_params(task: nn.Module) -> dict[str, int]:
+    """Parameters trained in a stage: the student, and the L2 projector that is trained with it
+    but not deployed (it never enters student_best.pth)."""
+    modules = task.trained_modules()
+    count = lambda name: sum(p.numel() for p in modules[name].parameters()) if name in modules else 0  # noqa: E731
+    return {"student": count("model"), "projector": count("projector")}

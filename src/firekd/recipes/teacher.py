@@ -1,0 +1,152 @@
+"""The teacher stage: train the RGB+IR (or RGB) teacher of a seed once, or reuse it.
+
+A teacher is trained once per (teacher, seed, data, split, teacher settings) and stored under
+``output/teachers``; every loss variant, and every later invocation with the same inputs, reuses
+it. Concurrent invocations (the spec's "Parallel Execution" recipe) serialise on the teacher's
+lock: the first trains, the others wait and then reuse it, so no process ever reads a half-written
+teacher and no GPU trains the same teacher twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from firekd.checkpoints import load_model
+from firekd.engine import distributed
+from firekd.engine.evaluation import Evaluation, evaluate_model
+from firekd.engine.loop import FitConfig, fit
+from firekd.io import read_json, write_json
+from firekd.kd.distiller import Supervised
+from firekd.keys import stable_hash, teacher_settings
+from firekd.models import create_teacher
+from firekd.recipes.context import FileCheckpointer, SeedRun
+from firekd.recipes.data import DataBundle
+from firekd.reporting.plots import training_curves
+from firekd.rundir import CHECKPOINTS, TEACHER_CURVES, TEACHER_LOG, teacher_store, waiting
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TeacherResult:
+    """A trained (or reused) teacher with its log and test evaluation, stored in ``folder``."""
+
+    model: nn.Module
+    train_log: dict
+    evaluation: Evaluation
+    folder: Path
+    key: str
+    reused: bool = False
+    efficiency: dict = field(default_factory=dict)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / CHECKPOINTS["teacher"]
+
+
+def pos_weight_for(pos_weight: str, data: DataBundle) -> torch.Tensor | None:
+    """--pos_weight auto: negatives/positives per label on the train split."""
+    if pos_weight != "auto":
+        return None
+    train = data.records[data.records["split_assigned"] == "train"][["fire", "smoke"]].to_numpy()
+    pos = train.sum(axis=0).clip(min=1)
+    return torch.tensor((len(train) - pos) / pos, dtype=torch.float32)
+
+
+def data_meta(data: DataBundle) -> dict:
+    """How to feed a checkpoint's model: recorded so `firekd evaluate` can rebuild the inputs."""
+    spec = data.ir_spec
+    return {"csv": str(data.config.csv), "img_size": data.config.img_size,
+            "ir_kind": spec.kind, "ir_channels": spec.channels,
+            "ir_range": list(spec.value_range) if spec.value_range else None}
+
+
+def train_log(result, stage_settings: dict) -> dict:
+    return {"settings": stage_settings, "best_epoch": result.best_epoch,
+            "best_val_f1_macro": result.best_score, "stopped_early": result.stopped_early,
+            "resumed_from_epoch": result.resumed_from, "epochs": result.history}
+
+
+def tensorboard(enabled: bool, folder: Path, tag: str):
+    """An ``on_epoch`` callback logging every epoch to TensorBoard, or None."""
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("--tensorboard needs the tensorboard package (pip install 'firekd[tensorboard]')")
+        return None
+    writer = SummaryWriter(str(folder / "tensorboard"))
+
+    def on_epoch(record: dict) -> None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                writer.add_scalar(f"{tag}/{key}", value, record["epoch"])
+        writer.flush()
+
+    return on_epoch
+
+
+def build_teacher(run: SeedRun, name: str) -> nn.Module:
+    cfg = run.cfg.teacher
+    return create_teacher(name, modalities=cfg.modalities, ir_channels=max(1, run.data.ir_spec.channels),
+                          img_size=run.data.config.img_size, pretrained=cfg.pretrained,
+                          pretrained_file=cfg.weights)
+
+
+def obtain_teacher(run: SeedRun, name: str, retrained: set[str], *,
+                   own_variant: str | None = None) -> TeacherResult:
+    """Reuse the stored teacher for these inputs, or train it (once, under its lock). With
+    --retrain_teacher a stored teacher is trained again, once per invocation: ``retrained`` holds
+    the folders of the teachers this invocation has trained. ``own_variant``: with
+    --no_teacher_reuse every variant trains a teacher of its own."""
+    settings = teacher_settings(run.cfg, name, run.seed, run.data.fingerprint, run.world_size)
+    key = stable_hash(settings)
+    store = teacher_store(run.output, name, run.seed, key, own_variant)
+    retrain = run.cfg.execution.retrain_teacher and str(store) not in retrained
+    done = store / TEACHER_LOG
+    on_wait = lambda who: log.info("teacher %s seed %d: waiting for %s, which is training it",  # noqa: E731
+                                   name, run.seed, who)
+    with waiting(store / ".lock", on_wait=on_wait, enabled=run.writer.enabled):
+        # under torchrun only rank 0 holds the lock: every rank follows its reading of the store
+        if distributed.from_main(done.exists() and not retrain):
+            model, _ = load_model(store / CHECKPOINTS["teacher"], kind="teacher")
+            model = run.rt.prepare_model(model)
+            log.info("teacher %s seed %d: reusing %s (trained earlier with the same settings)",
+                     name, run.seed, store)
+            evaluation = evaluate_model(model, run.loaders.val, run.loaders.test, run.rt)
+            return TeacherResult(model, read_json(done), evaluation, store, key, reused=True)
+        if done.exists():
+            log.info("teacher %s seed %d: retraining (--retrain_teacher)", name, run.seed)
+            run.writer.remove(*store.glob("teacher_*"))
+        retrained.add(str(store))
+        return _train_teacher(run, name, settings, store, key)
+
+
+def _train_teacher(run: SeedRun, name: str, settings: dict, store: Path, key: str) -> TeacherResult:
+    cfg = run.cfg
+    torch.manual_seed(run.seed)
+    model = run.rt.prepare_model(build_teacher(run, name), compile=cfg.execution.compile,
+                                 sync_bn=cfg.optim.sync_bn)
+    task = Supervised(model, pos_weight_for(cfg.optim.pos_weight, run.data)).to(run.rt.device)
+    fit_cfg = FitConfig(kind="teacher", label=f"teacher {name} (seed {run.seed})", epochs=cfg.teacher.epochs,
+                        lr=cfg.teacher.lr, weight_decay=cfg.optim.weight_decay,
+                        patience=cfg.teacher.patience, weights={"bce": 1.0}, seed=run.seed)
+    ckpt = FileCheckpointer(store, "teacher", model, "teacher",
+                            meta={"settings": settings, "data": data_meta(run.data)}, writer=run.writer)
+    result = fit(task, run.loaders.train, run.loaders.val, fit_cfg, run.rt, ckpt, run.loaders.shuffle,
+                 on_epoch=tensorboard(cfg.execution.tensorboard and run.writer.enabled, store, "teacher"))
+    inputs = "RGB+IR" if cfg.teacher.modalities == "rgb+ir" else "RGB"
+    run.writer.figure(store / TEACHER_CURVES,
+                      lambda: training_curves(result.history, f"Teacher {name} ({inputs}) - seed {run.seed}"))
+    evaluation = evaluate_model(model, run.loaders.val, run.loaders.test, run.rt)
+    ckpt.finish(evaluation.thresholds)
+    log_ = train_log(result, settings)
+    if run.writer.enabled:
+        write_json(store / TEACHER_LOG, log_)  # the completion marker, written last
+    return TeacherResult(model, log_, evaluation, store, key)

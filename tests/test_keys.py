@@ -1,0 +1,145 @@
+"""Reuse keys come from the stage records' fields: every field either enters a key or is declared
+execution-only, a changed teacher field means a new teacher, the control is the same under every
+teacher, and execution settings change no key."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from firekd.config import STAGES, CompressConfig, DataConfig, RunConfig
+from firekd.data.csv import ColumnNames
+from firekd.keys import (
+    compression_settings,
+    data_fingerprint,
+    seed_key,
+    stable_hash,
+    teacher_key,
+    teacher_settings,
+)
+from firekd.options import EXEC, KEY, kind_of
+
+FP = "data-fingerprint"
+SPECIAL = {  # values for fields whose default has no obvious "other value"
+    "base_path": "/elsewhere", "ir_range": (0.0, 1.0), "split_file": "split.csv", "weights": "w.pth",
+    "cache_dir": "/cache", "ray_address": "ray://x", "loss_weights": {"kl": 0.55, "bce": 0.45},
+    "columns": ColumnNames(rgb="rgb_file"), "gpus": (0,), "split_ratios": (0.6, 0.2, 0.2),
+}
+
+
+def _other(f: dataclasses.Field, value):
+    """A different valid value for field ``f``."""
+    if f.name in SPECIAL:
+        return SPECIAL[f.name]
+    choices = f.metadata.get("argparse", {}).get("choices")
+    if choices:
+        return next(c for c in choices if c != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value / 2
+    if isinstance(value, str):
+        return value + "_other"
+    raise AssertionError(f"no other value for {f.name}={value!r}")
+
+
+def _cfg(**stages) -> RunConfig:
+    return RunConfig(data=DataConfig(csv="data.csv"), **stages)
+
+
+def _keys(cfg: RunConfig) -> dict[str, str]:
+    """Every key a result depends on, for a KD variant and for the control."""
+    return {"data": data_fingerprint(cfg.data, ir=["8bit", 1, None], split=[[2, "train"]]),
+            "teacher": teacher_key(cfg, "resnet18", 1, FP, 1, "kl_bce"),
+            "kd student": seed_key(cfg, "resnet18", "kl_bce", 1, FP, 1),
+            "control": seed_key(cfg, "resnet18", "bce", 1, FP, 1),
+            "compression": stable_hash(compression_settings(cfg))}
+
+
+def _stage_fields():
+    yield "data", DataConfig, DataConfig(csv="data.csv")
+    for name, cls in STAGES.items():
+        yield name, cls, cls()
+
+
+@pytest.mark.parametrize("stage,cls,record", list(_stage_fields()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_field_is_in_a_key_or_declared_execution_only(stage, cls, record):
+    base = _keys(_cfg())
+    for f in dataclasses.fields(cls):
+        assert kind_of(f) in (KEY, EXEC), f"{cls.__name__}.{f.name}: unknown kind {kind_of(f)}"
+        changed_record = dataclasses.replace(record, **{f.name: _other(f, getattr(record, f.name))})
+        cfg = dataclasses.replace(_cfg(), **{stage: changed_record})
+        changed = {k for k, v in _keys(cfg).items() if v != base[k]}
+        if kind_of(f) == KEY:
+            assert changed, f"{cls.__name__}.{f.name} is a KEY field but changes no key"
+        else:
+            assert not changed, f"{cls.__name__}.{f.name} is execution-only but changes {changed}"
+
+
+@pytest.mark.parametrize("stage", ["teacher", "optim"])
+def test_changing_any_teacher_field_makes_a_new_teacher(stage):
+    record = getattr(_cfg(), stage)
+    for f in dataclasses.fields(record):
+        if kind_of(f) != KEY:
+            continue
+        cfg = dataclasses.replace(_cfg(), **{stage: dataclasses.replace(
+            record, **{f.name: _other(f, getattr(record, f.name))})})
+        assert teacher_key(cfg, "resnet18", 1, FP, 1, "kl_bce") != teacher_key(_cfg(), "resnet18", 1, FP, 1,
+                                                                                 "kl_bce"), f.name
+
+
+def test_world_size_seed_data_and_teacher_name_enter_the_teacher_key():
+    cfg = _cfg()
+    ref = stable_hash(teacher_settings(cfg, "resnet18", 1, FP, 1))
+    assert stable_hash(teacher_settings(cfg, "resnet18", 1, FP, 2)) != ref  # batch size is per process
+    assert stable_hash(teacher_settings(cfg, "resnet18", 2, FP, 1)) != ref
+    assert stable_hash(teacher_settings(cfg, "resnet18", 1, "other", 1)) != ref
+    assert stable_hash(teacher_settings(cfg, "resnet50", 1, FP, 1)) != ref
+
+
+def test_the_control_is_the_same_under_every_teacher_and_ignores_teacher_and_kd_fields():
+    cfg = _cfg()
+    control = seed_key(cfg, "resnet18", "bce", 1, FP, 1)
+    assert seed_key(cfg, "vit_b_16", "bce", 1, FP, 1) == control
+    other = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, lr=1.0, epochs=3),
+                                student=dataclasses.replace(cfg.student, kd_temperature=9.0,
+                                                            loss_weights={"kl": 0.1, "l2": 0.9}))
+    assert seed_key(other, "resnet18", "bce", 1, FP, 1) == control
+    assert seed_key(other, "resnet18", "kl_bce", 1, FP, 1) != seed_key(cfg, "resnet18", "kl_bce", 1, FP, 1)
+
+
+def test_a_loss_weight_enters_only_the_keys_of_variants_that_have_the_term():
+    cfg = _cfg()
+    l2 = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, loss_weights={"l2": 0.9}))
+    assert seed_key(l2, "resnet18", "kl_bce", 1, FP, 1) == seed_key(cfg, "resnet18", "kl_bce", 1, FP, 1)
+    assert seed_key(l2, "resnet18", "kl_l2_bce", 1, FP, 1) != seed_key(cfg, "resnet18", "kl_l2_bce", 1, FP, 1)
+
+
+def test_without_teacher_reuse_every_variant_trains_its_own_copy_of_the_same_teacher(tmp_path):
+    from firekd.rundir import teacher_store
+
+    cfg = _cfg()
+    key = teacher_key(cfg, "resnet18", 1, FP, 1, "kl_bce")
+    assert key == teacher_key(cfg, "resnet18", 1, FP, 1, "kl_l2_bce")  # same settings, same results
+    stores = {teacher_store(tmp_path, "resnet18", 1, key, v) for v in ("kl_bce", "kl_l2_bce")}
+    assert len(stores) == 2 and teacher_store(tmp_path, "resnet18", 1, key) not in stores
+
+
+def test_a_data_file_counts_by_its_content(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("rgb_path,fire,smoke\nx.jpg,1,0\n")
+    b.write_text("rgb_path,fire,smoke\nx.jpg,1,0\n")
+    fp = lambda path: data_fingerprint(DataConfig(csv=str(path)), ir=[], split=[])  # noqa: E731
+    assert fp(a) == fp(b)  # same content, other name
+    b.write_text("rgb_path,fire,smoke\nx.jpg,0,0\n")
+    assert fp(a) != fp(b)
+
+
+def test_turning_compression_off_leaves_its_other_fields_out():
+    off = CompressConfig(compress=False)
+    cfg = _cfg(compress=off)
+    other = _cfg(compress=dataclasses.replace(off, prune_sparsity=0.2))
+    assert compression_settings(cfg) == compression_settings(other) == {"compress": False}
