@@ -13,7 +13,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from firekd.data.transforms import PairedTransform
 from firekd.engine import distributed
 from firekd.engine.runtime import Runtime, amp_dtype_for, make_grad_scaler, optimizer_step
 
@@ -64,17 +63,6 @@ def test_cpu_is_fp32():
     assert amp_dtype_for(torch.device("cpu"), True) is None
     moved = dataclasses.replace(Runtime(torch.device("cpu")), amp=False)  # recipes copy runtimes
     assert moved.precision == "fp32"
-
-
-def test_device_transform_gets_a_new_view_each_epoch():
-    tfs = (PairedTransform(16, train=True), PairedTransform(16, train=False))
-    rt = Runtime(torch.device("cpu"), device_transforms=tfs, seed=3)
-    batch = (torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8),
-             torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8), torch.zeros(4, 2), torch.arange(4))
-    first = rt.to_device(batch, train=True)[0]
-    assert torch.equal(rt.to_device(batch, train=True)[0], first)
-    rt.epoch = 2
-    assert not torch.equal(rt.to_device(batch, train=True)[0], first)
 
 
 # --- optimizer_step ---------------------------------------------------------------------------

@@ -10,13 +10,14 @@ import itertools
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from firekd.data.dataset import apply_transform
+from firekd.data.dataset import PairedDataset, apply_transform, make_loader
 from firekd.data.transforms import (
     IR_MEAN,
     IR_STD,
@@ -26,6 +27,7 @@ from firekd.data.transforms import (
     PairedTransform,
     sample_keys,
 )
+from firekd.engine.runtime import Runtime
 
 
 def _marker_batch(n: int, size: int, ir_channels: int = 1, ir_dtype=torch.uint8):
@@ -293,3 +295,44 @@ def test_op_count_does_not_grow_with_the_batch(ir_channels):
             apply_transform(tf, _batch(rgb, ir), seed=0)
         counts.append(ops.count)
     assert counts[0] == counts[1] and counts[0] < 150, counts
+
+
+# --- a new view every epoch, in loader workers too -----------------------------------------------
+
+class _Markers:
+    """A SampleSource: one marker image pair per row."""
+
+    def __call__(self, position: int):
+        rgb, ir = _marker_batch(position + 1, 32)
+        return rgb[-1].numpy(), ir[-1].numpy()
+
+
+def _views(loader) -> torch.Tensor:
+    return torch.cat([rgb for rgb, _, _, _ in loader])
+
+
+def test_set_epoch_reaches_persistent_loader_workers():
+    records = pd.DataFrame({"row": np.arange(8) + 2, "fire": 0, "smoke": 0})
+    dataset = PairedDataset(records, np.arange(8), _Markers())
+    tf = PairedTransform(32, train=True)
+    loaders = [make_loader(dataset, batch_size=4, train=False, transform=tf, seed=1, num_workers=n)
+               for n in (0, 1)]
+    assert loaders[1].persistent_workers
+    views = {}
+    for epoch in (1, 2, 1):
+        tf.set_epoch(epoch)
+        in_process, in_worker = _views(loaders[0]), _views(loaders[1])
+        assert torch.equal(in_process, in_worker)  # the worker saw the epoch, and the same draws
+        views.setdefault(epoch, in_worker)
+        assert torch.equal(views[epoch], in_worker)
+    assert not torch.allclose(views[1], views[2])
+
+
+def test_device_transform_follows_the_epoch():
+    tfs = (PairedTransform(16, train=True), PairedTransform(16, train=False))
+    rt = Runtime(torch.device("cpu"), device_transforms=tfs, seed=3)
+    rgb, ir = _marker_batch(4, 16)
+    first = rt.to_device(_batch(rgb, ir), train=True)[0]
+    assert torch.equal(rt.to_device(_batch(rgb, ir), train=True)[0], first)
+    tfs[0].set_epoch(2)
+    assert not torch.equal(rt.to_device(_batch(rgb, ir), train=True)[0], first)

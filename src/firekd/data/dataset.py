@@ -69,14 +69,16 @@ class StackedBatch(tuple):
     """A batch that the dataset already stacked (marks it for the collate function)."""
 
 
-def apply_transform(transform: PairedTransform, batch: Batch, seed: int, epoch: int = 0) -> Batch:
+def apply_transform(transform: PairedTransform, batch: Batch, seed: int, epoch: int | None = None) -> Batch:
     """Run the transform with each sample's randomness drawn from (seed, epoch, its index) alone.
 
     So a sample's view does not depend on the other samples of its batch, the number of loader
-    workers, their persistence, the device, or where a resumed run picks up. Pass the epoch for a
-    new view every epoch. No global RNG (CPU or CUDA) is read or reseeded; ``index`` stays on the host.
+    workers, their persistence, the device, or where a resumed run picks up. ``epoch`` defaults to
+    the transform's (`PairedTransform.set_epoch`). No global RNG (CPU or CUDA) is read or
+    reseeded; ``index`` stays on the host.
     """
     rgb, ir, labels, index = batch
+    epoch = transform.epoch if epoch is None else epoch
     rgb, ir = transform(rgb, ir, keys=sample_keys(seed, index.cpu(), epoch))
     return rgb, ir, labels, index
 

@@ -189,6 +189,7 @@ class PairedTransform:
 
     C may be 0 (RGB-only data), 1 or 3. With train=True, each sample's augmentation is a pure
     function of its key (`sample_keys`); without keys they are drawn from torch's global CPU RNG.
+    `set_epoch` gives every sample a new view per epoch (see `firekd.data.dataset.apply_transform`).
     """
 
     def __init__(self, size: int, *, train: bool, ir_max: float = 255.0, crop_scale=(0.6, 1.0),
@@ -198,6 +199,17 @@ class PairedTransform:
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.rotation = rotation
         self.rgb_jitter, self.ir_jitter = rgb_jitter, ir_jitter
+        # in shared memory: loader workers, persistent ones included, see set_epoch() of the main
+        # process (the loader sends no work for an epoch before it is iterated)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Key the augmentation by this epoch from now on: call before iterating the epoch."""
+        self._epoch.fill_(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def __call__(self, rgb: torch.Tensor, ir: torch.Tensor,
                  keys: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,7 +59,6 @@ class Runtime:
     # (train, eval) batch transforms when they run on the device; None when the loader applies them
     device_transforms: tuple[PairedTransform, PairedTransform] | None = None
     seed: int = 0
-    epoch: int = 0  # keys the device-side augmentation: set it at the start of every epoch
     amp_dtype: torch.dtype | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,7 +102,7 @@ class Runtime:
         rgb, ir = rgb.to(self.device, non_blocking=True), ir.to(self.device, non_blocking=True)
         if self.device_transforms is not None:  # index still on the host: no device sync to seed
             transform = self.device_transforms[0 if train else 1]
-            rgb, ir, _, _ = apply_transform(transform, (rgb, ir, labels, index), self.seed, self.epoch)
+            rgb, ir, _, _ = apply_transform(transform, (rgb, ir, labels, index), self.seed)
         labels = labels.to(self.device, non_blocking=True)
         if self.use_channels_last:
             rgb = rgb.contiguous(memory_format=torch.channels_last)
