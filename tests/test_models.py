@@ -130,6 +130,20 @@ def test_teacher_grad_checkpointing_keeps_gradients_and_bn_statistics(name):
         assert torch.equal(ckpt.eval()(rgb, ir)[0], plain.eval()(rgb, ir)[0])
 
 
+def test_grad_checkpointing_under_torch_compile():
+    """--compile traces the checkpointed blocks (dynamo takes no custom context_fn): same result."""
+    base = wake_zero_gains(copy.deepcopy(teacher("resnet18"))).train()
+    rgb, ir = inputs()
+    plain, ckpt = copy.deepcopy(base), copy.deepcopy(base)
+    ckpt.set_grad_checkpointing()
+    _train_step(plain, rgb, ir)
+    _train_step(torch.compile(ckpt, backend="aot_eager"), rgb, ir)
+    for (key, p), q in zip(ckpt.named_parameters(), plain.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), key
+    for (key, b), c in zip(ckpt.named_buffers(), plain.buffers(), strict=True):
+        assert torch.allclose(b.float(), c.float(), rtol=1e-5, atol=1e-6), key
+
+
 def test_rgb_only_teacher_uses_timms_checkpointing():
     base = wake_zero_gains(copy.deepcopy(teacher("resnet18", modalities="rgb"))).train()
     rgb = inputs()[0]

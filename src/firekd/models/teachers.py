@@ -85,10 +85,12 @@ class Teacher(nn.Module):
         return x
 
     def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False,
-                              context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(block)))
-        return block(x)
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return block(x)
+        if torch.compiler.is_compiling():  # traced once: the backward recomputes, nothing is re-run
+            return checkpoint(block, x, use_reentrant=False)
+        return checkpoint(block, x, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(block)))
 
     def _build_fusion(self) -> None:
         raise NotImplementedError
