@@ -224,10 +224,11 @@ class PairedTransform:
 
     def draw(self, keys: np.ndarray, height: int, width: int) -> AugDraw:
         """Every sample's parameters from its key, with torchvision v2's distributions."""
-        u = _uniforms(np.asarray(keys, dtype=np.uint64), 2 * _CROP_TRIES + 2 + 2 + 6 + 4)
-        top, left, h, w = _crop_boxes(u[:, :2 * _CROP_TRIES + 2], height, width, self.crop_scale,
-                                      self.crop_ratio)
-        u = u[:, 2 * _CROP_TRIES + 2:]
+        crop = 2 * _CROP_TRIES + 2  # (scale, ratio) per try, then top and left
+        # then flip, angle, RGB factors (3) and order (3), IR factors (2) and order (2)
+        u = _uniforms(np.asarray(keys, dtype=np.uint64), crop + 12)
+        top, left, h, w = _crop_boxes(u[:, :crop], height, width, self.crop_scale, self.crop_ratio)
+        u = u[:, crop:]
         lo, hi = _jitter_range(self.rgb_jitter)
         ir_lo, ir_hi = _jitter_range(self.ir_jitter)
         return AugDraw(
@@ -279,7 +280,7 @@ class PairedTransform:
 
 def _stages(factors: np.ndarray, order: np.ndarray) -> np.ndarray:
     """(B,n) factors in op order and (B,n) op permutations -> (B, 3n) per applied stage: factor,
-    weight of the mean gray (contrast, op 1), weight of the gray image (saturation, op 2)."""
+    weight of the mean luma (contrast, op 1), weight of the luma image (saturation, op 2)."""
     f = np.take_along_axis(factors, order, axis=1)  # (B,n) factor of the op applied at stage k
     rest = 1.0 - f
     return np.stack([f, rest * (order == 1), rest * (order == 2)], axis=2).reshape(len(f), -1)
