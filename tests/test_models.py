@@ -130,6 +130,7 @@ def test_teacher_grad_checkpointing_keeps_gradients_and_bn_statistics(name):
         assert torch.equal(ckpt.eval()(rgb, ir)[0], plain.eval()(rgb, ir)[0])
 
 
+@pytest.mark.slow
 def test_grad_checkpointing_under_torch_compile():
     """--compile traces the checkpointed blocks (dynamo takes no custom context_fn): same result."""
     base = wake_zero_gains(copy.deepcopy(teacher("resnet18"))).train()
