@@ -87,6 +87,32 @@ def test_relational_distance_uses_mean_off_diagonal_normalisation():
     assert torch.allclose(d.diagonal(), torch.zeros(3))
 
 
+@pytest.mark.parametrize("n", [2, 7, 64])  # 64: cdist's matmul path, whose diagonal is not exactly 0
+def test_normalized_distances_equal_the_boolean_mask_version(n):
+    e = 40 + torch.randn(n, 96, generator=torch.Generator().manual_seed(n))  # large norms
+    raw = torch.cdist(e, e)
+    expect = raw / raw[~torch.eye(n, dtype=torch.bool)].mean()
+    assert torch.allclose(losses.normalized_distances(e), expect, rtol=1e-5, atol=0)
+
+
+def test_normalized_distances_read_nothing_back_to_the_host():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Ops() as ops:
+        losses.relational_distance(torch.randn(8, 4), torch.randn(8, 6))
+    # a boolean index reads the mask's count back (nonzero): a sync on CUDA
+    assert not {"nonzero.default", "_local_scalar_dense.default", "index.Tensor"} & set(ops.names)
+
+
 def test_feature_l2_and_bce_are_the_standard_ones():
     a, b = torch.randn(4, 8), torch.randn(4, 8)
     assert losses.feature_l2(a, b).item() == pytest.approx(((a - b) ** 2).mean().item(), rel=1e-6)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from firekd.data.images import IRSpec, decode_sample
-from firekd.data.transforms import PairedTransform
+from firekd.data.transforms import PairedTransform, sample_keys
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -69,17 +69,17 @@ class StackedBatch(tuple):
     """A batch that the dataset already stacked (marks it for the collate function)."""
 
 
-def apply_transform(transform: PairedTransform, batch: Batch, seed: int) -> Batch:
-    """Run the transform with randomness drawn from (seed, sample indices) alone.
+def apply_transform(transform: PairedTransform, batch: Batch, seed: int, epoch: int | None = None) -> Batch:
+    """Run the transform with each sample's randomness drawn from (seed, epoch, its index) alone.
 
-    The shuffle order is seeded per epoch, so augmentation is reproducible whatever the number of
-    loader workers, their persistence, or where a resumed run picks up; the caller's RNG is untouched.
+    So a sample's view does not depend on the other samples of its batch, the number of loader
+    workers, their persistence, the device, or where a resumed run picks up. ``epoch`` defaults to
+    the transform's (`PairedTransform.set_epoch`). No global RNG (CPU or CUDA) is read or
+    reseeded; ``index`` stays on the host.
     """
     rgb, ir, labels, index = batch
-    batch_seed = np.random.SeedSequence([seed, *index.tolist()]).generate_state(1)[0]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(batch_seed))
-        rgb, ir = transform(rgb, ir)
+    epoch = transform.epoch if epoch is None else epoch
+    rgb, ir = transform(rgb, ir, keys=sample_keys(seed, index.cpu(), epoch))
     return rgb, ir, labels, index
 
 

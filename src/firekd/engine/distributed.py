@@ -10,6 +10,7 @@ from all ranks so metrics and early stopping see the whole split.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -44,9 +45,14 @@ def setup() -> DistInfo:
         return _INFO
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and os.environ.get("FIREKD_DDP_BACKEND", "") != "gloo"
+    kwargs = {}
     if cuda:
         torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=2))
+        # binds the NCCL communicator to this rank's GPU up front (PyTorch >= 2.3): no guessing
+        # of the device by barrier() and friends, and the communicator is created eagerly
+        if "device_id" in inspect.signature(dist.init_process_group).parameters:
+            kwargs["device_id"] = torch.device("cuda", local)
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=2), **kwargs)
     _INFO = DistInfo(rank, world, local)
     return _INFO
 
@@ -56,8 +62,12 @@ def info() -> DistInfo:
 
 
 def teardown() -> None:
+    """Leave the process group: call once when a torchrun run ends, on success or error, so
+    NCCL shuts down cleanly (no warning about a leaked group); a no-op in a plain process."""
+    global _INFO
     if dist.is_initialized():
         dist.destroy_process_group()
+    _INFO = DistInfo()
 
 
 def barrier() -> None:

@@ -1,12 +1,19 @@
-"""Device placement and numerics: bf16 autocast and channels_last on CUDA, plain fp32 on CPU."""
+"""Device placement and numerics: mixed precision and channels_last on CUDA, plain fp32 on CPU.
+
+bf16 autocast where the GPU has native bf16 (compute capability >= 8.0: A100, H100, RTX 30xx+);
+fp16 autocast with a GradScaler before (V100, T4, RTX 20xx), where bf16 is emulated and slow.
+``amp=False`` means fp32 with TF32 tensor cores and the default (NCHW) memory format.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from firekd.data.dataset import Batch, apply_transform
 from firekd.data.transforms import PairedTransform
@@ -14,6 +21,7 @@ from firekd.engine import distributed
 from firekd.errors import ConfigError
 
 log = logging.getLogger(__name__)
+PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -24,22 +32,56 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype: bf16 where native (compute capability >= 8.0), else fp16; None (fp32)
+    without amp or off CUDA."""
+    if not amp or device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def enable_tf32() -> None:
+    """fp32 matmuls and convolutions on TF32 tensor cores (Ampere and later; no effect before)."""
+    if hasattr(torch.backends, "fp32_precision"):  # PyTorch >= 2.9: mixing in the old flags warns
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 @dataclass
 class Runtime:
     device: torch.device
-    amp: bool = True  # bf16 autocast, CUDA only
-    channels_last: bool = True  # CUDA only
+    amp: bool = True  # mixed precision (bf16 or fp16, see amp_dtype_for) and channels_last; CUDA only
+    channels_last: bool = True  # CUDA with amp only: amp=False turns both off
     # (train, eval) batch transforms when they run on the device; None when the loader applies them
     device_transforms: tuple[PairedTransform, PairedTransform] | None = None
     seed: int = 0
+    amp_dtype: torch.dtype | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.amp_dtype = amp_dtype_for(self.device, self.amp)
+        if self.cuda and not self.amp:
+            enable_tf32()
 
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def precision(self) -> str:
+        """What the run computes in, for the run's record: "bf16", "fp16" or "fp32"."""
+        return PRECISION_NAMES[self.amp_dtype]
+
+    @property
+    def use_channels_last(self) -> bool:
+        return self.cuda and self.amp and self.channels_last
+
     def autocast(self):
-        if self.cuda and self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.amp_dtype is not None:
+            return torch.autocast("cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
     def prepare_model(self, model: torch.nn.Module, *, compile: bool = False,
@@ -49,7 +91,7 @@ class Runtime:
         elif sync_bn:
             log.warning("--sync_bn applies to torchrun runs on CUDA; ignored here")
         model = model.to(self.device)
-        if self.cuda and self.channels_last:
+        if self.use_channels_last:
             model = model.to(memory_format=torch.channels_last)
         if compile:
             model.compile()  # in place: state_dict keys stay those of the plain model
@@ -62,8 +104,31 @@ class Runtime:
             transform = self.device_transforms[0 if train else 1]
             rgb, ir, _, _ = apply_transform(transform, (rgb, ir, labels, index), self.seed)
         labels = labels.to(self.device, non_blocking=True)
-        if self.cuda and self.channels_last:
+        if self.use_channels_last:
             rgb = rgb.contiguous(memory_format=torch.channels_last)
             if ir.shape[1]:
                 ir = ir.contiguous(memory_format=torch.channels_last)
         return rgb, ir, labels, index
+
+
+def make_grad_scaler(rt: Runtime) -> torch.amp.GradScaler:
+    """A loss scaler for fp16 autocast; disabled (every call a pass-through) in bf16 and fp32.
+    One per optimizer: each student keeps its own scale."""
+    return torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   params: Iterable[nn.Parameter], grad_clip: float = 0.0) -> None:
+    """zero_grad, backward, clip (on unscaled gradients), step, scaler update for one optimizer.
+
+    No host sync in bf16/fp32 (clip_grad_norm_ stays on the device). In fp16 the scaler's inf/NaN
+    check reads one value per step (a sync), unless the optimizer unscales itself (fused AdamW);
+    a step with inf/NaN gradients is skipped and the scale lowered.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()

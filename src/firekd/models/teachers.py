@@ -10,13 +10,16 @@ With modalities="rgb" a teacher is the plain RGB backbone and ignores ir.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from firekd.errors import ModelError
 from firekd.models.backbones import (
@@ -47,6 +50,7 @@ class Teacher(nn.Module):
 
     fusion_kind = ""  # for tables: where and how the streams meet
     takes_img_size = False  # transformers fix their token grid at construction
+    grad_checkpointing = False
 
     def __init__(self, name: str, timm_name: str, *, num_classes: int = 2, ir_channels: int = 1,
                  img_size: int = 224, modalities: str = "rgb+ir", pretrained: bool = False,
@@ -66,6 +70,27 @@ class Teacher(nn.Module):
         if modalities == "rgb+ir":
             self.ir_adapter = ir_adapter
             self._build_fusion()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Keep only each trunk block's input in training and recompute the block in backward:
+        much less activation memory for about one more forward pass. Same gradients and the same
+        BatchNorm statistics (the recomputation does not update them a second time)."""
+        self.grad_checkpointing = enable
+        self.backbone.set_grad_checkpointing(enable)  # the plain path (modalities="rgb") is timm's
+
+    def _blocks(self, blocks: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
+        """Run trunk blocks in sequence: the units that activation checkpointing recomputes."""
+        for block in blocks:
+            x = self._run_block(block, x)
+        return x
+
+    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return block(x)
+        if torch.compiler.is_compiling():  # traced once: the backward recomputes, nothing is re-run
+            return checkpoint(block, x, use_reentrant=False)
+        return checkpoint(block, x, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(block)))
 
     def _build_fusion(self) -> None:
         raise NotImplementedError
@@ -110,6 +135,25 @@ def _check_args(*, num_classes: int, ir_channels: int, img_size: int, modalities
         raise ModelError(f"modalities must be one of {', '.join(MODALITIES)}, got '{modalities}'")
 
 
+@contextlib.contextmanager
+def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with batch statistics in training as always, but the recomputation
+    of a checkpointed block must not count the batch twice in their running statistics: momentum 0
+    leaves them as they are, and the batch counter is put back. (Not tracking them would change
+    which tensors batch_norm saves, which checkpoint forbids.)"""
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
 def _shared(trunk: Callable[[torch.Tensor], torch.Tensor], rgb: torch.Tensor,
             ir: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Run both streams through shared weights as one batch (one pass, one set of BN stats)."""
@@ -132,12 +176,12 @@ class ResNetTeacher(Teacher):
         rgb = b.maxpool(b.act1(b.bn1(b.conv1(rgb))))  # (B,64,H/4,W/4)
         ir = self.ir_stem(ir)  # (B,64,H/4,W/4)
         rgb, ir = _shared(self._trunk, rgb, ir)  # (B,C3,H/16,W/16) each
-        return b.layer4(self.fusion(rgb, ir))  # (B,C4,H/32,W/32)
+        return self._blocks(b.layer4, self.fusion(rgb, ir))  # (B,C4,H/32,W/32)
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         # not a registered submodule: that would list the backbone's weights twice in state_dict
         b = self.backbone
-        return b.layer3(b.layer2(b.layer1(x)))
+        return self._blocks([*b.layer1, *b.layer2, *b.layer3], x)
 
 
 class EfficientNetTeacher(Teacher):
@@ -156,13 +200,11 @@ class EfficientNetTeacher(Teacher):
         rgb = b.bn1(b.conv_stem(rgb))  # (B,64,H/2,W/2) for B7
         ir = self.ir_stem(ir)
         rgb, ir = _shared(self._trunk, rgb, ir)  # (B,384,H/32,W/32) each for B7
-        x = b.blocks[6](self.fusion(rgb, ir))  # (B,640,H/32,W/32)
+        x = self._blocks(b.blocks[6], self.fusion(rgb, ir))  # (B,640,H/32,W/32)
         return b.bn2(b.conv_head(x))  # (B,2560,H/32,W/32)
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.backbone.blocks[:6]:
-            x = stage(x)
-        return x
+        return self._blocks([block for stage in self.backbone.blocks[:6] for block in stage], x)
 
 
 class SwinTeacher(Teacher):
@@ -187,11 +229,18 @@ class SwinTeacher(Teacher):
         b = self.backbone
         rgb = b.patch_embed(rgb)  # (B,H/4,W/4,96), channels last
         ir = self.ir_patch_embed(ir)  # (B,H/4,W/4,96)
-        rgb, ir = _shared(b.layers[0], rgb, ir)  # stage 1: (B,H/4,W/4,96) each
+        rgb, ir = _shared(functools.partial(self._stage, 0), rgb, ir)  # stage 1: (B,H/4,W/4,96) each
         rgb = self.stage1_merge(rgb, ir)
-        rgb, ir = _shared(b.layers[1], rgb, ir)  # stage 2: (B,H/8,W/8,192) each
-        x = b.layers[2:](self.stage2_fusion(rgb, ir))  # stages 3-4: (B,H/32,W/32,768)
+        rgb, ir = _shared(functools.partial(self._stage, 1), rgb, ir)  # stage 2: (B,H/8,W/8,192) each
+        x = self.stage2_fusion(rgb, ir)
+        for k in range(2, len(b.layers)):
+            x = self._stage(k, x)  # stages 3-4: (B,H/32,W/32,768)
         return b.norm(x)
+
+    def _stage(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """timm's SwinTransformerStage.forward (patch merging, then the blocks) with our blocks."""
+        stage = self.backbone.layers[k]
+        return self._blocks(stage.blocks, stage.downsample(x))
 
 
 class ViTTeacher(Teacher):
@@ -217,7 +266,7 @@ class ViTTeacher(Teacher):
         rgb = b.patch_embed(rgb) + pos[:, 1:] + self.modality_embed[:, :1]  # (B,N,D)
         ir = self.ir_patch_embed(ir) + pos[:, 1:] + self.modality_embed[:, 1:]  # (B,N,D)
         x = b.pos_drop(torch.cat([cls, rgb, ir], dim=1))  # (B,1+2N,D)
-        x = b.blocks(b.norm_pre(b.patch_drop(x)))
+        x = self._blocks(b.blocks, b.norm_pre(b.patch_drop(x)))
         return b.norm(x)  # (B,1+2N,D); forward_head pools the class token
 
 
