@@ -90,7 +90,7 @@ def main() -> None:
             ("teacher " + args.teacher, lambda: Supervised(teacher), VARIANTS["bce"]),
             ("student KD", lambda: Distiller(student, teacher, set(kd_terms)).to(rt.device), kd_terms)]
         name = torch.cuda.get_device_name(0) if rt.cuda else "CPU"
-        print(f"{name}, {args.img_size} px, batch {args.batch}, bf16 {rt.cuda and rt.amp}, "
+        print(f"{name}, {args.img_size} px, batch {args.batch}, {rt.precision}, "
               f"{args.workers} loader workers")
         print("| step | model-only img/s | end-to-end img/s | ratio |\n|---|---|---|---|")
         for label, build, weights in rows:

@@ -89,7 +89,8 @@ def test_killed_mid_lockstep_epoch_then_rerun_gives_the_uninterrupted_students(d
     output = _with_teacher(teacher, tmp_path / "killed")
     command = [sys.executable, "-m", "firekd", "ablation", "--csv", str(data), "--output", str(output), *ARGS,
                "--num_workers", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # as many threads as the in-process reference: another count sums in another order (1e-7 apart)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     for line in proc.stderr:  # kl_bce has saved epoch 2 (it logs before saving), bce has not logged it
         if "[student kl_l2_bce (seed 1)] epoch 2/3" in line:

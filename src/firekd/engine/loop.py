@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from firekd.engine import distributed
 from firekd.engine.early_stopping import EarlyStopping
-from firekd.engine.runtime import Runtime
+from firekd.engine.runtime import Runtime, make_grad_scaler, optimizer_step
 from firekd.errors import TrainingError
 from firekd.kd.distiller import model_outputs
 from firekd.metrics.classification import best_thresholds, classification_scores
@@ -83,9 +83,10 @@ def epoch_seed(seed: int, epoch: int, stream: str) -> int:
     return int(np.random.SeedSequence([seed, epoch, sum(map(ord, stream))]).generate_state(1)[0])
 
 
-def make_optimizer(task: nn.Module, cfg: FitConfig, steps_per_epoch: int):
+def make_optimizer(task: nn.Module, cfg: FitConfig, steps_per_epoch: int, *, fused: bool = False):
+    """AdamW (fused into one kernel per step on CUDA) with the warm-up + cosine schedule."""
     params = [p for p in task.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = max(1, round(cfg.warmup_fraction * total))
     schedule = functools.partial(warmup_cosine, warmup=warmup, total=total)
@@ -105,19 +106,18 @@ def _weighted(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torc
 
 
 def train_step(task: nn.Module, batch, optimizer, weights: dict[str, float], rt: Runtime, *,
-               grad_clip: float = 0.0, targets=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               grad_clip: float = 0.0, targets=None,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimisation step on a batch already on the device; returns the weighted loss and the
-    raw terms, still on the device (no host sync). ``targets``: the frozen teacher's outputs for
-    this batch when they were computed once for several students."""
+    raw terms, still on the device (no host sync in bf16/fp32). ``targets``: the frozen teacher's
+    outputs for this batch when they were computed once for several students; ``scaler``: this
+    optimizer's fp16 loss scaler (made here when not given)."""
     rgb, ir, labels, _ = batch
     with rt.autocast():
         _, terms = task(rgb, ir, labels, targets)
     loss = _weighted(terms, weights)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip:
-        nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], grad_clip)
-    optimizer.step()
+    optimizer_step(loss, optimizer, scaler if scaler is not None else make_grad_scaler(rt),
+                   optimizer.param_groups[0]["params"], grad_clip)
     return loss, terms
 
 
@@ -159,7 +159,8 @@ class _Progress:
     def __init__(self, member: Member, rt: Runtime, steps_per_epoch: int) -> None:
         self.member, self.task, self.cfg = member, member.task, member.cfg
         self.train_task = _parallel(self.task, rt)
-        self.optimizer, self.scheduler = make_optimizer(self.task, self.cfg, steps_per_epoch)
+        self.optimizer, self.scheduler = make_optimizer(self.task, self.cfg, steps_per_epoch, fused=rt.cuda)
+        self.scaler = make_grad_scaler(rt)  # one per optimizer: each student keeps its own fp16 scale
         self.stopper = EarlyStopping(self.cfg.patience)
         self.history: list[dict] = []
         self.next_epoch = 1
@@ -175,6 +176,7 @@ class _Progress:
         self.task.load_state_dict(state["task"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state.get("scaler", {}))
         self.stopper.load_state_dict(state["early_stopping"])
         self.history, self.next_epoch = state["history"], state["epoch"] + 1
         log.info("[%s] resuming after epoch %d (best %.4f at epoch %d)", self.cfg.label, state["epoch"],
@@ -204,7 +206,7 @@ class _Progress:
         if ckpt:
             ckpt.save_last({"epoch": record["epoch"], "task": self.task.state_dict(),
                             "optimizer": self.optimizer.state_dict(),
-                            "scheduler": self.scheduler.state_dict(),
+                            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                             "early_stopping": self.stopper.state_dict(), "history": self.history})
         self.next_epoch = record["epoch"] + 1
 
@@ -222,19 +224,20 @@ class _Progress:
 
 
 def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, rt: Runtime,
-        checkpointer: Checkpointer | None = None, shuffle: torch.Generator | None = None,
+        checkpointer: Checkpointer | None = None, data_epoch: Callable[[int], None] | None = None,
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train one task: ``fit_many`` with a single member."""
-    return fit_many([Member(task, cfg, checkpointer, on_epoch)], train_loader, val_loader, rt, shuffle)[0]
+    return fit_many([Member(task, cfg, checkpointer, on_epoch)], train_loader, val_loader, rt, data_epoch)[0]
 
 
 def fit_many(members: list[Member], train_loader, val_loader, rt: Runtime,
-             shuffle: torch.Generator | None = None) -> list[FitResult]:
+             data_epoch: Callable[[int], None] | None = None) -> list[FitResult]:
     """Train every member in one pass per epoch until each has early-stopped or run its epochs;
     restore each one's best weights. Members share the seed, so they share the batches.
 
-    ``shuffle`` is the train sampler's generator, reseeded every epoch from the seed: the data
-    order of epoch k is the same whether the run was resumed or not, with any number of workers.
+    ``data_epoch(k)`` sets the data pipeline to epoch k (shuffle order, augmentation) before the
+    epoch's pass: the data of epoch k is then the same whether the run was resumed or not, with
+    any number of workers (`firekd.recipes.context.Loaders.start_epoch`).
     """
     if len({m.cfg.seed for m in members}) > 1:
         raise ValueError("members trained together share one seed (and so their batches)")
@@ -243,7 +246,8 @@ def fit_many(members: list[Member], train_loader, val_loader, rt: Runtime,
         epoch = min(p.next_epoch for p in progress if not p.done)
         active = [p for p in progress if not p.done and p.next_epoch == epoch]
         t0 = time.perf_counter()
-        _reseed_order(train_loader, shuffle, members[0].cfg.seed, epoch)
+        if data_epoch is not None:
+            data_epoch(epoch)
         records = [p.start_epoch(epoch) for p in active]
         with _out_of_memory(active, epoch, getattr(train_loader, "batch_size", None)):
             train = train_epoch(active, train_loader, rt, epoch)
@@ -251,13 +255,6 @@ def fit_many(members: list[Member], train_loader, val_loader, rt: Runtime,
         for p, record, t, v in zip(active, records, train, val, strict=True):
             p.end_epoch({**record, **t, **v, "time_s": round(time.perf_counter() - t0, 3)})
     return [p.result() for p in progress]
-
-
-def _reseed_order(train_loader, shuffle: torch.Generator | None, seed: int, epoch: int) -> None:
-    if shuffle is not None:
-        shuffle.manual_seed(epoch_seed(seed, epoch, "shuffle"))
-    if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):  # DistributedSampler: reshuffle
-        train_loader.sampler.set_epoch(epoch)
 
 
 @contextlib.contextmanager
@@ -303,7 +300,8 @@ def train_epoch(active: list[_Progress], loader, rt: Runtime, epoch: int) -> lis
         for k, p in enumerate(active):
             with p.rng.active():
                 loss, terms = train_step(p.train_task, batch, p.optimizer, p.cfg.weights, rt,
-                                         grad_clip=p.cfg.grad_clip, targets=_targets_for(p.task, shared))
+                                         grad_clip=p.cfg.grad_clip, targets=_targets_for(p.task, shared),
+                                         scaler=p.scaler)
             p.scheduler.step()
             totals[k] += loss.detach()
             for name, value in terms.items():

@@ -161,7 +161,7 @@ def finetune(run: SeedRun, models: dict[str, tuple[nn.Module, nn.Module | None]]
         members[variant] = Member(task, fit_config(run, variant, kind="finetune",
                                                    epochs=run.cfg.compress.finetune_epochs))
     loaders = run.loaders
-    results = fit_many(list(members.values()), loaders.train, loaders.val, run.rt, loaders.shuffle)
+    results = fit_many(list(members.values()), loaders.train, loaders.val, run.rt, loaders.start_epoch)
     return dict(zip(members, results, strict=True))
 
 

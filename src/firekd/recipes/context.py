@@ -17,6 +17,7 @@ from firekd.data.dataset import make_loader
 from firekd.data.transforms import PairedTransform
 from firekd.engine import distributed
 from firekd.engine.evaluation import Evaluation
+from firekd.engine.loop import epoch_seed
 from firekd.engine.runtime import Runtime, resolve_device
 from firekd.io import Writer
 from firekd.recipes.data import DataBundle
@@ -30,7 +31,17 @@ class Loaders:
     train: torch.utils.data.DataLoader
     val: torch.utils.data.DataLoader
     test: torch.utils.data.DataLoader
-    shuffle: torch.Generator  # the train sampler's generator; reseeded every epoch by the loop
+    shuffle: torch.Generator  # the train sampler's own generator
+    augment: PairedTransform  # the train transform (in the workers, or on the device)
+    seed: int
+
+    def start_epoch(self, epoch: int) -> None:
+        """Epoch k's data: its shuffle order and augmented views depend on (seed, k) alone, not on
+        a resume or on the number of loader workers."""
+        self.shuffle.manual_seed(epoch_seed(self.seed, epoch, "shuffle"))
+        self.augment.set_epoch(epoch)
+        if hasattr(self.train.sampler, "set_epoch"):  # DistributedSampler: reshuffle per epoch
+            self.train.sampler.set_epoch(epoch)
 
 
 @dataclass
@@ -81,7 +92,7 @@ def seed_run(cfg: RunConfig, data: DataBundle, seed: int, writer: Writer) -> See
                         transform=None if on_device else eval_tf, **common),
         test=make_loader(datasets["test"], train=False, sampler=samplers["test"],
                          transform=None if on_device else eval_tf, **common),
-        shuffle=shuffle,
+        shuffle=shuffle, augment=train_tf, seed=seed,
     )
     return SeedRun(cfg, data, seed, rt, loaders, writer)
 

@@ -140,11 +140,11 @@ def _finish_seed(run: SeedRun, teacher_name: str | None, variant: str, teacher: 
         block = {"name": name, "seed": run.seed, "variant": variant, "settings_hash": key,
                  "run_key": stable_hash(run_settings(cfg, teacher_name, variant, data.fingerprint,
                                                      run.world_size)),
-                 "teacher_reused": teacher.reused}
+                 "teacher_reused": teacher.reused, "precision": run.rt.precision}
         title = f"{name}, seed {run.seed}"
     else:
         block = {"name": CONTROL, "seed": run.seed, "variant": variant, "settings_hash": key,
-                 "teacher_reused": False}
+                 "teacher_reused": False, "precision": run.rt.precision}
         title = f"{CONTROL_TITLE}, seed {run.seed}"
     write_seed_outputs(run, student.dirs, models, title=title, run_block=block, teacher=teacher)
 

@@ -80,7 +80,7 @@ def train_students(run: SeedRun, folders: dict[str, SeedDirs],
         log.info("students %s (seed %d): trained in lockstep on the same batches",
                  ", ".join(todo), run.seed)
     members = list(todo.values())
-    results = fit_many(members, run.loaders.train, run.loaders.val, run.rt, run.loaders.shuffle)
+    results = fit_many(members, run.loaders.train, run.loaders.val, run.rt, run.loaders.start_epoch)
     for (variant, member), result in zip(todo.items(), results, strict=True):
         out[variant] = _finish(run, variant, folders[variant], member, result, settings[variant])
     return {variant: out[variant] for variant in folders}
@@ -133,7 +133,7 @@ def _finish(run: SeedRun, variant: str, dirs: SeedDirs, member: Member, result,
                       lambda: training_curves(result.history, f"Student ({variant}) - seed {run.seed}"))
     evaluation = evaluate_model(student, run.loaders.val, run.loaders.test, run.rt)
     member.checkpointer.finish(evaluation.thresholds)
-    log_ = {**train_log(result, settings), "params": trained_params(task)}
+    log_ = {**train_log(result, settings, run.rt.precision), "params": trained_params(task)}
     run.writer.json(dirs.metrics / STUDENT_LOG, log_)  # with the thresholds above: the stage is done
     return StudentResult(variant, student, getattr(task, "projector", None), log_, evaluation, dirs)
 

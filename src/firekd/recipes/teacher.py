@@ -24,6 +24,7 @@ from firekd.io import read_json, write_json
 from firekd.kd.distiller import Supervised
 from firekd.keys import stable_hash, teacher_settings
 from firekd.models import create_teacher
+from firekd.models.memory import free_device_bytes, should_checkpoint
 from firekd.recipes.context import FileCheckpointer, SeedRun
 from firekd.recipes.data import DataBundle
 from firekd.reporting.plots import training_curves
@@ -66,8 +67,8 @@ def data_meta(data: DataBundle) -> dict:
             "ir_range": list(spec.value_range) if spec.value_range else None}
 
 
-def train_log(result, stage_settings: dict) -> dict:
-    return {"settings": stage_settings, "best_epoch": result.best_epoch,
+def train_log(result, stage_settings: dict, precision: str) -> dict:
+    return {"settings": stage_settings, "precision": precision, "best_epoch": result.best_epoch,
             "best_val_f1_macro": result.best_score, "stopped_early": result.stopped_early,
             "resumed_from_epoch": result.resumed_from, "epochs": result.history}
 
@@ -97,6 +98,27 @@ def build_teacher(run: SeedRun, name: str) -> nn.Module:
     return create_teacher(name, modalities=cfg.modalities, ir_channels=max(1, run.data.ir_spec.channels),
                           img_size=run.data.config.img_size, pretrained=cfg.pretrained,
                           pretrained_file=cfg.weights)
+
+
+def _checkpointing(run: SeedRun, name: str) -> bool:
+    """--grad_checkpointing: on, off, or auto (on when the plain training step would not fit)."""
+    mode = run.cfg.teacher.grad_checkpointing
+    if mode != "auto":
+        return mode == "on"
+    batch, size = run.cfg.optim.batch_size, run.data.config.img_size
+    dtype = run.rt.amp_dtype or torch.float32
+    free = free_device_bytes(run.rt.device)
+    if not should_checkpoint(name, batch, size, free, dtype=dtype,
+                             ir_channels=max(1, run.data.ir_spec.channels)):
+        return False
+    log.info("teacher %s: activation checkpointing on (batch %d at %d px would need more than 75%% of the "
+             "%s free on %s; --grad_checkpointing off turns it off)", name, batch, size, human_gb(free),
+             run.rt.device)
+    return True
+
+
+def human_gb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.1f} GiB"
 
 
 def obtain_teacher(run: SeedRun, name: str, retrained: set[str], *,
@@ -131,22 +153,24 @@ def obtain_teacher(run: SeedRun, name: str, retrained: set[str], *,
 def _train_teacher(run: SeedRun, name: str, settings: dict, store: Path, key: str) -> TeacherResult:
     cfg = run.cfg
     torch.manual_seed(run.seed)
-    model = run.rt.prepare_model(build_teacher(run, name), compile=cfg.execution.compile,
-                                 sync_bn=cfg.optim.sync_bn)
+    model = build_teacher(run, name)
+    if _checkpointing(run, name):  # before the weights reach the GPU: free memory as the run starts
+        model.set_grad_checkpointing(True)
+    model = run.rt.prepare_model(model, compile=cfg.execution.compile, sync_bn=cfg.optim.sync_bn)
     task = Supervised(model, pos_weight_for(cfg.optim.pos_weight, run.data)).to(run.rt.device)
     fit_cfg = FitConfig(kind="teacher", label=f"teacher {name} (seed {run.seed})", epochs=cfg.teacher.epochs,
                         lr=cfg.teacher.lr, weight_decay=cfg.optim.weight_decay,
                         patience=cfg.teacher.patience, weights={"bce": 1.0}, seed=run.seed)
     ckpt = FileCheckpointer(store, "teacher", model, "teacher",
                             meta={"settings": settings, "data": data_meta(run.data)}, writer=run.writer)
-    result = fit(task, run.loaders.train, run.loaders.val, fit_cfg, run.rt, ckpt, run.loaders.shuffle,
+    result = fit(task, run.loaders.train, run.loaders.val, fit_cfg, run.rt, ckpt, run.loaders.start_epoch,
                  on_epoch=tensorboard(cfg.execution.tensorboard and run.writer.enabled, store, "teacher"))
     inputs = "RGB+IR" if cfg.teacher.modalities == "rgb+ir" else "RGB"
     run.writer.figure(store / TEACHER_CURVES,
                       lambda: training_curves(result.history, f"Teacher {name} ({inputs}) - seed {run.seed}"))
     evaluation = evaluate_model(model, run.loaders.val, run.loaders.test, run.rt)
     ckpt.finish(evaluation.thresholds)
-    log_ = train_log(result, settings)
+    log_ = train_log(result, settings, run.rt.precision)
     if run.writer.enabled:
         write_json(store / TEACHER_LOG, log_)  # the completion marker, written last
     return TeacherResult(model, log_, evaluation, store, key)
