@@ -229,3 +229,25 @@ def test_report_lists_seeds_in_numeric_order(tmp_path: Path):
                    {"run": {"seed": seed}, "student": {"f1_macro": 0.5}})
     table = _seed_table(Run("resnet18_bce", "resnet18", "bce", tmp_path, {}))
     assert table["seed"].tolist() == [2, 10, 1024]
+
+
+def test_report_data_section_says_how_the_data_was_split(tmp_path: Path):
+    from firekd.data.splits import SplitDecision
+    from firekd.recipes.compare import Run
+    from firekd.recipes.report import _data_section
+    from firekd.reporting import document as doc
+
+    decision = SplitDecision("frame_blocks", "because file names carry frame numbers; override with "
+                             "--split random", block_size=50)
+    runs = []
+    for name, recorded in (("resnet18_kl_bce", decision.to_dict()), ("resnet18_bce", decision.to_dict()),
+                           ("resnet18_kl_l2_bce", None)):  # a run from before splits were recorded
+        folder = tmp_path / name
+        folder.mkdir()
+        pd.DataFrame({"split": ["train"], "none": [1], "total": [1]}).to_csv(folder / "data_summary.csv",
+                                                                               index=False)
+        write_json(folder / "config.json", {"settings": {}, **({"split": recorded} if recorded else {})})
+        runs.append(Run(name, "resnet18", name[9:], folder, {}))
+    text = doc.to_markdown(_data_section(runs))
+    assert ("Split: blocks of 50 consecutive frames, because file names carry frame numbers; override "
+            "with --split random.") in text

@@ -86,6 +86,7 @@ def run_validate(args: argparse.Namespace) -> int:
     print(f"  RGB sizes: {_sizes(rep.rgb_sizes)}")
     if rep.ir_sizes:
         print(f"  IR sizes: {_sizes(rep.ir_sizes)}; pairs of different sizes: {rep.mismatched_pairs}")
+    print(bundle.split_decision.sentence())
     print(bundle.summary().to_string())
     if args.write_split:
         write_csv(args.write_split, bundle.split_table())

@@ -14,17 +14,19 @@ from tqdm import tqdm
 
 from firekd.config import DataConfig
 from firekd.data.cache import DecodedCache, build, cache_bytes, cache_key, verify
-from firekd.data.checks import FileReport, check_files
+from firekd.data.checks import FileReport, check_files, same_image_ids
 from firekd.data.csv import read_records
 from firekd.data.dataset import FileSource, PairedDataset, SampleSource
 from firekd.data.images import IRSpec
 from firekd.data.splits import (
     COMBO_NAMES,
     SPLITS,
+    SplitDecision,
     check_split,
     label_combination,
     load_split,
-    make_split,
+    split_records,
+    straddling_images,
 )
 from firekd.io import ensure_writable, is_writer
 from firekd.rundir import waiting
@@ -40,6 +42,7 @@ class DataBundle:
     records: pd.DataFrame  # canonical columns + "split_assigned"
     report: FileReport
     source: SampleSource | None = None  # the decoded cache once opened, else the files
+    split_decision: SplitDecision | None = None  # which split was made and why
 
     @property
     def ir_spec(self) -> IRSpec:
@@ -77,16 +80,31 @@ def load_data(config: DataConfig) -> DataBundle:
                            require_ir=config.require_ir)
     records, report = check_files(records, csv_name=str(config.csv), skip_missing=config.skip_missing,
                                   ir_channels=config.ir_channels, ir_range=config.ir_range)
+    records = records.assign(same_image=same_image_ids(records))
     if config.split_file:
         split = load_split(config.split_file, records)
+        decision = SplitDecision("file", f"from {config.split_file}")
     else:
-        split = make_split(records, method=config.split, ratios=config.split_ratios,
-                           seed=config.split_seed, block_size=config.block_size)
+        split, decision = split_records(records, method=config.split, ratios=config.split_ratios,
+                                        seed=config.split_seed, block_size=config.block_size)
     check_split(split, config.split_ratios)
     records = records.assign(split_assigned=split.to_numpy())
     log.info("data: %d samples from %s (IR: %s), split %s", len(records), Path(config.csv).name,
              describe_ir(report.ir), ", ".join(f"{s} {int((split == s).sum())}" for s in SPLITS))
-    return DataBundle(config, records, report)
+    _log_split(decision, records)
+    return DataBundle(config, records, report, split_decision=decision)
+
+
+def _log_split(decision: SplitDecision, records: pd.DataFrame) -> None:
+    """One line: the split and why (a warning when frames may leak); a warning when a given split
+    puts copies of one image in different splits."""
+    log.log(logging.WARNING if decision.leak_risk else logging.INFO, "%s", decision.sentence())
+    if decision.method in ("column", "file"):
+        apart = straddling_images(records["split_assigned"], records["same_image"].to_numpy())
+        if apart:
+            source = "the CSV's split column" if decision.method == "column" else decision.reason
+            log.warning("%d rows show an image that also appears in another split (split %s): test "
+                        "scores on them are not independent of training", apart, source)
 
 
 def cache_root(config: DataConfig) -> Path:
