@@ -95,17 +95,16 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
+    from firekd.diskspace import human_bytes
     from firekd.errors import ConfigError
     from firekd.recipes.data import load_data, open_cache
 
     config = data_config(args, require_ir=args.teacher_modalities == "rgb+ir")
     if not config.cache:
         raise ConfigError("--no_cache: nothing to build")
-    cache = open_cache(load_data(config), workers=args.workers)
-    if cache is None:
-        return 1
-    mb = sum(f.stat().st_size for f in cache.folder.iterdir()) / 1e6
-    print(f"cache ready: {cache.folder} ({len(cache)} pairs, {mb:.1f} MB)")
+    cache = open_cache(load_data(config), workers=args.workers, required=True)
+    size = sum(f.stat().st_size for f in cache.folder.iterdir())
+    print(f"cache ready: {cache.folder} ({len(cache)} pairs, {human_bytes(size)})")
     return 0
 
 

@@ -28,10 +28,12 @@ from firekd.data.splits import (
     split_records,
     straddling_images,
 )
+from firekd.diskspace import OutOfSpaceError, human_bytes
 from firekd.io import ensure_writable, is_writer
 from firekd.rundir import waiting
 
 log = logging.getLogger(__name__)
+FREE_SHARE = 0.8  # the most of a disk's free space the decoded cache may take
 
 
 @dataclass
@@ -115,9 +117,10 @@ def cache_root(config: DataConfig) -> Path:
     return Path(base) / "firekd"
 
 
-def open_cache(bundle: DataBundle, *, workers: int = 1) -> DecodedCache | None:
+def open_cache(bundle: DataBundle, *, workers: int = 1, required: bool = False) -> DecodedCache | None:
     """Open (building if needed) the decoded cache of ``bundle``; None when it is turned off or
-    would not fit the disk (then samples are decoded from the files on every access)."""
+    would not fit the disk (then samples are decoded from the files on every access), or an
+    OutOfSpaceError when ``required`` (`firekd cache`)."""
     cfg, spec = bundle.config, bundle.ir_spec
     if not cfg.cache:
         return None
@@ -135,14 +138,23 @@ def open_cache(bundle: DataBundle, *, workers: int = 1) -> DecodedCache | None:
             return None
         need = cache_bytes(len(bundle.records), cfg.img_size, spec)
         free = shutil.disk_usage(root).free
-        if need > 0.8 * free:
-            log.warning("cache: needs %.1f GB but %s has %.1f GB free; decoding images on the fly",
-                        need / 1e9, root, free / 1e9)
-            return None
+        if need > FREE_SHARE * free:  # the rest of the free space stays for checkpoints and logs
+            return _does_not_fit(root, need, free, required)
+        log.info("cache: decoding %d pairs at %d px into %s (%s; %s free)", len(bundle.records),
+                 cfg.img_size, folder, human_bytes(need), human_bytes(free))
         with tqdm(total=len(bundle.records), desc="cache", unit="pair", leave=False, disable=None) as bar:
             build(folder, bundle.records, cfg.img_size, spec, workers=workers, progress=bar.update)
-        log.info("cache: built %s (%.1f MB)", folder, need / 1e6)
+        log.info("cache: built %s (%s)", folder, human_bytes(need))
     return DecodedCache(folder)
+
+
+def _does_not_fit(root: Path, need: int, free: int, required: bool) -> None:
+    message = (f"{root}: the decoded cache needs {human_bytes(need)}, more than {FREE_SHARE:.0%} of the "
+               f"{human_bytes(free)} free")
+    if required:
+        raise OutOfSpaceError(f"{message}; free some space or choose another --cache_dir")
+    log.warning("cache: %s; decoding images on the fly instead (free space or choose another "
+                "--cache_dir)", message)
 
 
 def describe_ir(spec: IRSpec) -> str:
