@@ -152,8 +152,8 @@ def _per_video_folders(keys: np.ndarray, frames: np.ndarray) -> int:
 
 def frame_blocks(seq: FrameSequences, block_size: int) -> np.ndarray:
     """Group per row: blocks of ``block_size`` consecutive frames of one sequence, in frame-number
-    order whatever the CSV order (``ls`` puts frame 100 next to 1000). Rows without a number are
-    their own groups."""
+    order whatever the CSV order (``ls`` puts frame 100 next to 1000). A row without a number is a
+    sequence of its own."""
     table = pd.DataFrame({"sequence": seq.sequence, "frame": seq.frame})
     order = table.sort_values(["sequence", "frame"], kind="stable").index.to_numpy()
     ordered = table.loc[order]
