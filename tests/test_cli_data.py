@@ -15,8 +15,9 @@ def test_validate_prints_split_counts(synth_small: Path, capsys, tmp_path: Path)
     code, out, _ = run_cli(["validate", "--csv", csv, "--write_split", split_path], capsys)
     assert code == 0
     assert "96 valid samples" in out and "train" in out and "none" in out
+    assert "split: stratified random split, because file names show no video frames" in out
     code, out, _ = run_cli(["validate", "--csv", csv, "--split_file", split_path], capsys)
-    assert code == 0
+    assert code == 0 and f"split: a saved split, from {split_path}" in out
 
 
 def test_top_level_help_lists_subcommands(capsys):

@@ -20,6 +20,7 @@ from test_evaluation import assert_png_with_content
 from firekd.io import write_json
 from firekd.metrics.stats import aggregate_runs, holm, mcnemar_exact, paired_tests
 from firekd.recipes.compare import compare
+from firekd.reporting.tables import display_table, summary_frame
 
 SEEDS = (1, 2, 3, 4)
 # student F1 macro per seed; fire/smoke are offsets of it
@@ -229,3 +230,48 @@ def test_report_lists_seeds_in_numeric_order(tmp_path: Path):
                    {"run": {"seed": seed}, "student": {"f1_macro": 0.5}})
     table = _seed_table(Run("resnet18_bce", "resnet18", "bce", tmp_path, {}))
     assert table["seed"].tolist() == [2, 10, 1024]
+
+
+def test_report_data_section_says_how_the_data_was_split(tmp_path: Path):
+    from firekd.data.splits import SplitDecision
+    from firekd.recipes.compare import Run
+    from firekd.recipes.report import _data_section
+    from firekd.reporting import document as doc
+
+    decision = SplitDecision("frame_blocks", "because file names carry frame numbers; override with "
+                             "--split random", block_size=50)
+    runs = []
+    for name, recorded in (("resnet18_kl_bce", decision.to_dict()), ("resnet18_bce", decision.to_dict()),
+                           ("resnet18_kl_l2_bce", None)):  # a run from before splits were recorded
+        folder = tmp_path / name
+        folder.mkdir()
+        pd.DataFrame({"split": ["train"], "none": [1], "total": [1]}).to_csv(folder / "data_summary.csv",
+                                                                               index=False)
+        write_json(folder / "config.json", {"settings": {}, **({"split": recorded} if recorded else {})})
+        runs.append(Run(name, "resnet18", name[9:], folder, {}))
+    text = doc.to_markdown(_data_section(runs))
+    assert ("Split: blocks of 50 consecutive frames, because file names carry frame numbers; override "
+            "with --split random.") in text
+
+
+def test_the_specs_snippet_runs_on_a_one_seed_output_and_prints_nan(tmp_path: Path):
+    import json
+    import subprocess
+    import sys
+
+    from firekd.io import write_text
+    from firekd.metrics.stats import aggregates_json
+
+    for variant, value in (("kl_bce", 0.80), ("kl_l2_bce", 0.82), ("kl_contrastive_l2_bce", 0.81)):
+        aggregated = aggregate_runs({42: {"student": _metrics(value)}})
+        write_text(tmp_path / "output" / "metrics" / f"resnet152_{variant}" / "aggregated_results.json",
+                   aggregates_json(aggregated))
+    saved = json.loads((tmp_path / "output/metrics/resnet152_kl_bce/aggregated_results.json").read_text())
+    f1 = saved["student"]["f1_macro"]
+    assert f1["n"] == 1 and f1["mean"] == 0.8 and np.isnan(f1["std"]) and np.isnan(f1["ci95_low"])
+    proc = subprocess.run([sys.executable, "-c", SPEC_SNIPPET], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"Baseline \(KL\+BCE\)\s*\|\s*0\.8000 ± nan\s*\|\s*0\.78\s*\|\s*0\.82\s", proc.stdout)
+    table = display_table(summary_frame({"resnet152_kl_bce": saved}))  # firekd's own table: no ± for n = 1
+    assert table["F1 macro (mean ± std)"].tolist() == ["0.8000"] and table["F1 macro 95% CI"].tolist() == ["n < 2"]

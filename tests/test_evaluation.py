@@ -4,6 +4,7 @@ images, and `firekd evaluate` on a tiny real run's checkpoints reproduces the ru
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -135,10 +136,12 @@ def _evaluate(tiny_run: Path, model: str, tmp_path: Path, capsys, *extra) -> dic
     return json.loads(next(tmp_path.glob(f"{model}_best_*.json")).read_text())
 
 
-@pytest.mark.parametrize("model", ["teacher", "student"])
-def test_evaluate_reproduces_the_runs_test_metrics(tiny_run: Path, tmp_path: Path, capsys, model: str):
-    split = tiny_run / "metrics" / "resnet18_kl_bce" / "split.csv"
-    got = _evaluate(tiny_run, model, tmp_path, capsys, "--split", "test", "--split_file", split)
+@pytest.mark.parametrize("model,split_flag", [("teacher", True), ("student", True), ("student", False)])
+def test_evaluate_reproduces_the_runs_test_metrics(tiny_run: Path, tmp_path: Path, capsys, model: str,
+                                                   split_flag: bool):
+    split = tiny_run / "metrics" / "resnet18_kl_bce" / "split.csv"  # without the flag: found from the checkpoint
+    got = _evaluate(tiny_run, model, tmp_path, capsys, "--split", "test", *(["--split_file", split] * split_flag))
+    assert got["evaluated"]["split_file"] == str(split)
     final = json.loads((tiny_run / "metrics" / "resnet18_kl_bce" / "seed_1" / "final_evaluation.json")
                        .read_text())[model]
     assert got["evaluated"]["thresholds_from"].startswith("checkpoint")
@@ -167,7 +170,8 @@ def test_evaluate_bad_inputs_end_in_one_line(tiny_run: Path, synth_small: Path, 
     (tmp_path / "junk.pth").write_text("not a checkpoint")
     code, _, err = run_cli(["evaluate", "--checkpoint", tmp_path / "junk.pth", "--csv", csv], capsys)
     assert_one_line_error(code, err, "junk.pth")
-    ckpt = tiny_run / "models" / "resnet18_bce" / "seed_1" / "student_best.pth"
+    ckpt = tmp_path / "student_best.pth"  # outside its run folder: no recorded split to fall back on
+    shutil.copy(tiny_run / "models" / "resnet18_bce" / "seed_1" / "student_best.pth", ckpt)
     code, _, err = run_cli(["evaluate", "--checkpoint", ckpt, "--csv", csv, "--split", "test",
                             "--out", tmp_path], capsys)
-    assert_one_line_error(code, err, "--split test: .* no split column; pass the run's split.csv")
+    assert_one_line_error(code, err, "--split test: .* no split column and .* pass the run's split.csv")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from firekd.checkpoints import load_model, save_model, save_payload
+from firekd.diskspace import OutOfSpaceError
 from firekd.io import read_json, save_figure, write_csv, write_json
 from firekd.models import create_student
 
@@ -43,7 +44,7 @@ def test_csv_failing_mid_write_keeps_the_previous_file(tmp_path: Path):
             fh.write("row,p_fire\n2,0.")  # a truncated line, then the crash
             raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(OutOfSpaceError, match=r"predictions\.csv: no space left on device"):
         write_csv(path, Exploding())
     assert path.read_bytes() == before
     _folder_is_clean(tmp_path, path.name)
@@ -60,7 +61,7 @@ def test_checkpoint_failing_mid_write_keeps_the_previous_checkpoint(tmp_path: Pa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", half_written)
-    with pytest.raises(OSError):
+    with pytest.raises(OutOfSpaceError, match=r"student_best\.pth: no space left on device"):
         save_payload(path, {"format": "anything"})
     monkeypatch.undo()
     assert path.read_bytes() == before
@@ -87,7 +88,7 @@ def test_figure_failing_mid_write_keeps_the_previous_image(tmp_path: Path):
         raise OSError(28, "No space left on device")
 
     fig.savefig = half_written
-    with pytest.raises(OSError):
+    with pytest.raises(OutOfSpaceError, match=r"student_training_curves\.png: no space left on device"):
         save_figure(path, fig)
     assert path.read_bytes() == before and before.startswith(b"\x89PNG")
     _folder_is_clean(tmp_path, path.name)

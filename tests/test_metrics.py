@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -73,7 +75,10 @@ def test_summary_matches_numpy_and_scipy(n: int):
 
 
 def test_summary_of_one_value_has_no_spread_and_skips_undefined():
-    assert summarize_values([0.7])["std"] is None
+    one = summarize_values([0.7])
+    assert one["n"] == 1 and one["mean"] == 0.7
+    assert all(math.isnan(one[k]) for k in ("std", "ci95_low", "ci95_high"))
+    assert summarize_values([None])["std"] is None and summarize_values([None])["mean"] is None
     out = summarize_values([0.5, None, float("nan"), 0.7])
     assert out["n"] == 2 and out["mean"] == pytest.approx(0.6)
     assert out["values"] == [0.5, None, None, 0.7]

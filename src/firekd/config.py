@@ -62,16 +62,20 @@ class DataConfig:
                                    help="where decoded caches live (default: $FIREKD_CACHE_DIR or "
                                         "~/.cache/firekd); safe to delete")
     split: str = option("auto", group="split", choices=METHODS,
-                        help="stratified: on label combinations (group-aware when a group column "
-                             "exists); block: contiguous blocks of --block_size rows in CSV order, "
-                             "for video frames; column: the CSV's split column; auto: column if "
-                             "present, else stratified")
+                        help="auto: the CSV's split column if it has one, else whole groups of its "
+                             "group column, else blocks of --block_size consecutive frames when the "
+                             "file names look like video frames (so near-duplicate frames do not leak "
+                             "across splits), else random; random (alias stratified): stratified on "
+                             "the label combinations, group-aware; block: --block_size rows in CSV "
+                             "order; column: the CSV's split column. Identical images always stay in "
+                             "one split")
     split_ratios: tuple[float, float, float] = option(
         (0.7, 0.15, 0.15), group="split", type=unit_fraction, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
         help="split ratios")
     split_seed: int = option(0, group="split", type=int,
                              help="seed of the split, independent of the training seeds")
-    block_size: int = option(50, group="split", type=positive_int, help="rows per block for --split block")
+    block_size: int = option(50, group="split", type=positive_int,
+                             help="rows or frames per block (--split block, and auto on video frames)")
     split_file: str | None = option(None, group="split", content=True,
                                     help="reuse a split.csv written by an earlier run (row,split columns)")
 

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from firekd.diskspace import is_no_space, no_space_error
 from firekd.errors import FirekdError
 
 
@@ -26,12 +27,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
+        if is_no_space(exc):
+            raise no_space_error(path, exc) from None
         raise FirekdError(f"{path.parent}: cannot write here ({exc.strerror})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if not is_no_space(exc):  # a full disk or quota: one line, the previous file stays as it was
+            raise
+        tmp_path.unlink(missing_ok=True)  # first, so that the message counts the space it held
+        raise no_space_error(path, exc) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -145,6 +153,10 @@ class Writer:
     def csv(self, path: str | Path, frame) -> None:
         if self.enabled:
             write_csv(path, frame)
+
+    def text(self, path: str | Path, text: str) -> None:
+        if self.enabled:
+            write_text(path, text)
 
     def figure(self, path: str | Path, make_figure) -> None:
         """Draw (``make_figure()`` returns a matplotlib figure) and save, only where files are written."""

@@ -17,8 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import platform
@@ -27,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+import filelock
 
 from firekd.errors import FirekdError
 from firekd.io import Writer, read_json
@@ -60,44 +60,42 @@ class RunLockedError(FirekdError):
 
 
 class FileLock:
-    """An advisory ``flock`` lock that records its holder. The kernel drops it when the holder
-    dies, so a lock left by a killed process is never stale. A disabled lock (a non-zero DDP rank,
-    whose rank 0 holds the real one) is always granted."""
+    """An exclusive lock on ``path`` through the maintained `filelock` package (``flock`` on Unix,
+    ``LockFileEx`` on Windows): the kernel drops it when the holder dies, so a lock left by a killed
+    process is never stale. The holder is recorded in ``<path>.holder`` for messages; the lock file
+    cannot carry it, since Windows locks its bytes against reading. A disabled lock (a non-zero
+    DDP rank, whose rank 0 holds the real one) is always granted."""
 
     def __init__(self, path: Path, *, enabled: bool = True) -> None:
-        self.path, self.enabled = path, enabled
-        self._fh = None
+        self.path, self.enabled = Path(path), enabled
+        self.holder_path = self.path.with_name(self.path.name + ".holder")
+        self._lock: filelock.BaseFileLock | None = None
 
     def acquire(self, *, blocking: bool) -> bool:
         if not self.enabled:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+        lock = filelock.FileLock(self.path, thread_local=False)  # not tied to the thread that took it
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except OSError as exc:
-            fh.close()
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {platform.node()}\n")
-        fh.flush()
-        self._fh = fh
+            lock.acquire(blocking=blocking)
+        except filelock.Timeout:
+            return False
+        self._lock = lock
+        with contextlib.suppress(OSError):  # the record only serves messages: never fail a run for it
+            self.holder_path.write_text(f"pid {os.getpid()} on {platform.node()}\n")
         return True
 
     def holder(self) -> str:
         try:
-            return self.path.read_text().strip() or "another process"
+            return self.holder_path.read_text().strip() or "another process"
         except OSError:
             return "another process"
 
     def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
+        if self._lock is not None:
+            self.holder_path.unlink(missing_ok=True)  # before releasing: never a later holder's record
+            self._lock.release()
+            self._lock = None
 
 
 @contextlib.contextmanager

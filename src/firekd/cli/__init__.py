@@ -7,6 +7,7 @@ import sys
 
 from firekd import __version__
 from firekd.cli.args import Parser
+from firekd.diskspace import is_no_space, no_space_error
 from firekd.errors import FirekdError, one_line
 from firekd.logs import setup_logging
 
@@ -58,6 +59,12 @@ def _execute(args: argparse.Namespace, name: str) -> int:
     except FirekdError as exc:
         print(f"{name}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk met outside the atomic writes (links, exporters' own files)
+        if not is_no_space(exc):
+            raise
+        error = no_space_error(exc.filename or "?", exc)
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130

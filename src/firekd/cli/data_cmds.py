@@ -86,6 +86,7 @@ def run_validate(args: argparse.Namespace) -> int:
     print(f"  RGB sizes: {_sizes(rep.rgb_sizes)}")
     if rep.ir_sizes:
         print(f"  IR sizes: {_sizes(rep.ir_sizes)}; pairs of different sizes: {rep.mismatched_pairs}")
+    print(bundle.split_decision.sentence())
     print(bundle.summary().to_string())
     if args.write_split:
         write_csv(args.write_split, bundle.split_table())
@@ -94,17 +95,16 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
+    from firekd.diskspace import human_bytes
     from firekd.errors import ConfigError
     from firekd.recipes.data import load_data, open_cache
 
     config = data_config(args, require_ir=args.teacher_modalities == "rgb+ir")
     if not config.cache:
         raise ConfigError("--no_cache: nothing to build")
-    cache = open_cache(load_data(config), workers=args.workers)
-    if cache is None:
-        return 1
-    mb = sum(f.stat().st_size for f in cache.folder.iterdir()) / 1e6
-    print(f"cache ready: {cache.folder} ({len(cache)} pairs, {mb:.1f} MB)")
+    cache = open_cache(load_data(config), workers=args.workers, required=True)
+    size = sum(f.stat().st_size for f in cache.folder.iterdir())
+    print(f"cache ready: {cache.folder} ({len(cache)} pairs, {human_bytes(size)})")
     return 0
 
 

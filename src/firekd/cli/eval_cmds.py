@@ -45,10 +45,13 @@ def register(sub) -> None:
     p.add_argument("--csv", required=True, help="CSV with rgb_path[,ir_path],fire,smoke")
     add_column_args(p.add_argument_group("data"))
     p.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
-                   help="rows to evaluate: all, or one split taken from --split_file or else the "
-                        "CSV's split column (default: all). To reproduce a run's test metrics: "
-                        "--split test --split_file OUTPUT/metrics/<run>/split.csv")
-    p.add_argument("--split_file", default=None, help="a split.csv written by a run (row,split columns)")
+                   help="rows to evaluate: all, or one split, taken from --split_file, else from the "
+                        "split.csv of the run the checkpoint belongs to (OUTPUT/models/<run>/seed_<s>/ "
+                        "-> OUTPUT/metrics/<run>/split.csv) when it fits --csv, else from the CSV's "
+                        "split column (default: all). --split test on a run's checkpoint and its CSV "
+                        "reproduces the run's test metrics")
+    p.add_argument("--split_file", default=None,
+                   help="a split.csv written by a run (row,split columns); default: the checkpoint's run's")
     p.add_argument("--thresholds", type=unit_fraction, nargs=2, metavar=("FIRE", "SMOKE"), default=None,
                    help="decision thresholds (default: the checkpoint's validation-tuned ones)")
     p.add_argument("--img_size", type=image_size, default=None,
@@ -114,7 +117,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     write_json(metrics_path, {"evaluated": result.info, "metrics": result.metrics})
     write_csv(preds_path, result.predictions)
     m, info = result.metrics, result.info
-    print(f"{info['kind']} {args.checkpoint} on {info['n']} samples ({args.split}) of {args.csv}, "
+    split = args.split if not info["split_file"] else f"{args.split} of {info['split_file']}"
+    print(f"{info['kind']} {args.checkpoint} on {info['n']} samples ({split}) of {args.csv}, "
           f"thresholds {info['thresholds'][0]:.3f}/{info['thresholds'][1]:.3f} ({info['thresholds_from']})")
     print(f"  F1 macro {m['f1_macro']:.4f} (bootstrap 95% CI [{_num(m['f1_macro_boot_low'])}, "
           f"{_num(m['f1_macro_boot_high'])}]), F1 fire {m['f1_fire']:.4f}, F1 smoke {m['f1_smoke']:.4f}, "

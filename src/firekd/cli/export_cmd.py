@@ -18,8 +18,10 @@ def register(sub) -> None:
         "images). Both run with onnxruntime on the CPU and are evaluated on the test split of "
         "--csv next to the torch fp32 checkpoint (thresholds chosen on validation): metrics, "
         "parameters, GFLOPs, file size and CPU latency are printed and written to "
-        "<stem>_onnx_evaluation.json. Use the split of the training run (--split_file "
-        "output/metrics/<run>/split.csv) so the test images are the ones the student never saw.")
+        "<stem>_onnx_evaluation.json. The split is the training run's (OUTPUT/metrics/<run>/split.csv, "
+        "found from the checkpoint's place in OUTPUT/models/<run>/seed_<s>/), so the test images are the "
+        "ones the student never saw; --split_file names another, and the --split flags apply only to a "
+        "checkpoint outside a run folder.")
     p.add_argument("--checkpoint", required=True, metavar="PATH",
                    help="fp32 student checkpoint: student_best.pth or student_pruned.pth of a run")
     p.add_argument("--out", default=None, metavar="DIR",

@@ -12,6 +12,7 @@ Decoding goes through `decode_sample`, so cached samples are exactly the decoded
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from firekd.data.images import IRSpec, decode_sample
+from firekd.diskspace import is_no_space, no_space_error
 
 FORMAT = "firekd-cache/1"
 
@@ -103,34 +105,60 @@ def _chunks(records: pd.DataFrame, size: int, spec: IRSpec, chunk: int) -> Itera
 
 def build(folder: Path, records: pd.DataFrame, size: int, spec: IRSpec, *, workers: int = 1,
           progress: Callable[[int], None] | None = None, chunk: int = 64) -> None:
-    """Decode every record into a new cache at ``folder`` (built aside, then renamed in)."""
-    n, channels = len(records), (spec.channels if spec.kind else 0)
+    """Decode every record into a new cache at ``folder`` (built aside, then renamed in). A full
+    disk ends in one line (OutOfSpaceError) and leaves no partial cache."""
     tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _build_in(tmp, records, size, spec, workers, progress, chunk)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        raise no_space_error(folder, exc, cache_bytes(len(records), size, spec),
+                             hint="free some space or choose another --cache_dir "
+                                  "(or train with --no_cache)") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_in(tmp: Path, records: pd.DataFrame, size: int, spec: IRSpec, workers: int,
+              progress: Callable[[int], None] | None, chunk: int) -> None:
+    n, channels = len(records), (spec.channels if spec.kind else 0)
     tmp.mkdir(parents=True)
     rgb = np.memmap(tmp / "rgb.bin", dtype=np.uint8, mode="w+", shape=(n, 3, size, size))
     ir = np.memmap(tmp / "ir.bin", dtype=spec.dtype, mode="w+", shape=(n, channels, size, size))
-    jobs = _chunks(records, size, spec, chunk)
+    _reserve(tmp / "rgb.bin")
+    _reserve(tmp / "ir.bin")
     position = 0
-    try:
-        with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
-            for decoded in pool.map(_decode_chunk, jobs):
-                for rgb_row, ir_row in decoded:
-                    rgb[position], ir[position] = rgb_row, ir_row
-                    position += 1
-                if progress:
-                    progress(len(decoded))
-        rgb.flush()
-        ir.flush()
-        meta = {"format": FORMAT, "rgb_shape": list(rgb.shape), "ir_shape": list(ir.shape),
-                "ir_dtype": spec.dtype.name, "size": size, "ir_spec": asdict(spec),
-                "rgb_crc": _row_crcs(rgb), "ir_crc": _row_crcs(ir)}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        del rgb, ir
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
+        for decoded in pool.map(_decode_chunk, _chunks(records, size, spec, chunk)):
+            for rgb_row, ir_row in decoded:
+                rgb[position], ir[position] = rgb_row, ir_row
+                position += 1
+            if progress:
+                progress(len(decoded))
+    rgb.flush()
+    ir.flush()
+    meta = {"format": FORMAT, "rgb_shape": list(rgb.shape), "ir_shape": list(ir.shape),
+            "ir_dtype": spec.dtype.name, "size": size, "ir_spec": asdict(spec),
+            "rgb_crc": _row_crcs(rgb), "ir_crc": _row_crcs(ir)}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+
+
+def _reserve(path: Path) -> None:
+    """Allocate a memory-mapped file's blocks now: a page written into a sparse file on a full disk
+    kills the process (SIGBUS) instead of raising, so a full disk must show up here, as ENOSPC."""
+    size = path.stat().st_size
+    if not size or not hasattr(os, "posix_fallocate"):  # Windows allocates when the map is made
+        return
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # a filesystem that cannot
+                raise
 
 
 class _Inline:

@@ -1,16 +1,19 @@
-"""File-level validation of records: missing/corrupt images, pair sizes, IR format."""
+"""File-level validation of records: missing/corrupt images, pair sizes, IR format, identical images."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from firekd.data.images import ImageInfo, IRSpec, inspect_many
+from firekd.data.splits import merge_groups
 from firekd.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -116,3 +119,34 @@ def check_files(
         ir_sizes=Counter((i.width, i.height) for i in ir_infos),
         mismatched_pairs=len(mismatched),
     )
+
+
+def same_image_ids(records: pd.DataFrame, workers: int = 8) -> np.ndarray:
+    """An id per row, shared by rows whose RGB file or IR file holds the same bytes: one file listed
+    twice, reached through a link, or copied under another name (scraped sets have such copies).
+    Such rows must never be split apart. Only files whose size equals another file's are read."""
+    columns = ["rgb_path", "ir_path"] if records["ir_path"].notna().all() else ["rgb_path"]
+    return merge_groups(np.arange(len(records)),
+                        *(_content_ids(records[c].tolist(), workers) for c in columns))
+
+
+def _content_ids(paths: list[str], workers: int) -> np.ndarray:
+    """A content digest per path where another file has the same size, else the path itself."""
+    unique = list(dict.fromkeys(paths))
+    sizes = [os.path.getsize(p) for p in unique]
+    repeated = {size for size, count in Counter(sizes).items() if count > 1}
+    to_hash = [p for p, size in zip(unique, sizes, strict=True) if size in repeated]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        digests = dict(zip(to_hash, pool.map(_digest, to_hash), strict=True))
+    return np.array([digests.get(p, p) for p in paths], dtype=object)
+
+
+def _digest(path: str) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    return h.hexdigest()

@@ -183,5 +183,6 @@ def _warn_duplicates(records: pd.DataFrame, csv_path: Path) -> None:
     dup = records.duplicated(subset=keys, keep="first")
     if dup.any():
         first = records.loc[dup, "row"].head(5).tolist()
-        log.warning("%s: %d duplicate row(s) (same image files), e.g. lines %s; they are kept",
+        log.warning("%s: %d duplicate row(s) (same image files), e.g. lines %s; they are kept, in one "
+                    "split",
                     csv_path, int(dup.sum()), ", ".join(map(str, first)))

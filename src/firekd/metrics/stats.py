@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,19 +11,27 @@ from scipy import stats
 
 def summarize_values(values: list[float | None], *, confidence: float = 0.95) -> dict:
     """``{mean, std, ci95_low, ci95_high, n, values}``; undefined entries (None/NaN) are left out
-    of the statistics but kept in ``values``. std and CI need n >= 2 (else None)."""
+    of the statistics but kept in ``values``. No value: everything but n is None. One value: std and
+    CI are NaN, a number that formats (the spec's snippet prints ``nan``) but never passes for a
+    measured spread."""
     finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     n = len(finite)
     out = {"mean": None, "std": None, "ci95_low": None, "ci95_high": None, "n": n,
            "values": [None if v is None or not math.isfinite(v) else float(v) for v in values]}
     if n == 0:
         return out
-    out["mean"] = float(finite.mean())
+    out.update(mean=float(finite.mean()), std=math.nan, ci95_low=math.nan, ci95_high=math.nan)
     if n >= 2:
         std = float(finite.std(ddof=1))
         half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
         out.update(std=std, ci95_low=out["mean"] - half, ci95_high=out["mean"] + half)
     return out
+
+
+def aggregates_json(aggregated: dict) -> str:
+    """aggregated_results.json's text: NaN written as ``NaN`` (one-seed std and CI), which Python's
+    json reads back; every other undefined value is null."""
+    return json.dumps(aggregated, indent=2, allow_nan=True) + "\n"
 
 
 def aggregate_runs(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict:
@@ -54,7 +63,9 @@ def paired_tests(a: list[float | None], b: list[float | None]) -> dict:
     x, y = _finite_pairs(a, b)
     diff = np.round(x - y, 12)  # float noise (0.8-0.7 vs 0.7-0.6) is no difference
     n = len(diff)
-    summary = summarize_values(list(diff))
+    # n = 1: the difference's CI is None like the p-values (summarize_values gives NaN for the file)
+    summary = {k: None if isinstance(v, float) and math.isnan(v) else v
+               for k, v in summarize_values(list(diff)).items()}
     out = {"n": n, "mean_diff": summary["mean"], "diff_ci_low": summary["ci95_low"],
            "diff_ci_high": summary["ci95_high"], "t": None, "p_ttest": None, "w": None,
            "p_wilcoxon": None, "note": small_n_note(n)}

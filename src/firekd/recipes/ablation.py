@@ -17,6 +17,7 @@ from firekd.engine import distributed
 from firekd.errors import ConfigError
 from firekd.io import Writer, ensure_writable, write_csv, write_json
 from firekd.kd.variants import uses_teacher
+from firekd.metrics.stats import aggregates_json
 from firekd.keys import plain, run_settings, stable_hash
 from firekd.recipes.data import DataBundle, load_data, open_cache
 from firekd.recipes.efficiency import teacher_efficiency
@@ -98,7 +99,7 @@ def _start_run(run: RunDir, cfg: RunConfig, data: DataBundle, writer: Writer) ->
         return
     write_json(run.metrics / CONFIG, {"format": CONFIG_FORMAT, "settings": settings,
                                       "run_key": stable_hash(settings), "flags": cfg.flags(),
-                                      "resolved": cfg.to_dict()})
+                                      "resolved": cfg.to_dict(), "split": data.split_decision.to_dict()})
     write_json(run.metrics / ENVIRONMENT, environment())
     write_csv(run.metrics / SPLIT, data.split_table())
     write_csv(run.metrics / DATA_SUMMARY, data.summary().reset_index())  # for `firekd report`
@@ -142,8 +143,10 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def aggregate(run: RunDir, writer: Writer) -> dict:
+    """aggregated_results.json: NaN (not null) for one seed's std and CI, which the spec's snippet
+    formats as ``nan``."""
     aggregated = run.aggregate()
-    writer.json(run.metrics / AGGREGATED, aggregated)
+    writer.text(run.metrics / AGGREGATED, aggregates_json(aggregated))
     return aggregated
 
 

@@ -14,23 +14,27 @@ from tqdm import tqdm
 
 from firekd.config import DataConfig
 from firekd.data.cache import DecodedCache, build, cache_bytes, cache_key, verify
-from firekd.data.checks import FileReport, check_files
+from firekd.data.checks import FileReport, check_files, same_image_ids
 from firekd.data.csv import read_records
 from firekd.data.dataset import FileSource, PairedDataset, SampleSource
 from firekd.data.images import IRSpec
 from firekd.data.splits import (
     COMBO_NAMES,
     SPLITS,
+    SplitDecision,
     check_split,
     label_combination,
     load_split,
-    make_split,
+    split_records,
+    straddling_images,
 )
+from firekd.diskspace import OutOfSpaceError, human_bytes
 from firekd.io import Writer, ensure_writable
 from firekd.keys import data_fingerprint
 from firekd.rundir import waiting
 
 log = logging.getLogger(__name__)
+FREE_SHARE = 0.8  # the most of a disk's free space the decoded cache may take
 
 
 @dataclass
@@ -41,6 +45,7 @@ class DataBundle:
     records: pd.DataFrame  # canonical columns + "split_assigned"
     report: FileReport
     source: SampleSource | None = None  # the decoded cache once opened, else the files
+    split_decision: SplitDecision | None = None  # which split was made and why
 
     @property
     def ir_spec(self) -> IRSpec:
@@ -86,16 +91,31 @@ def load_data(config: DataConfig) -> DataBundle:
                            require_ir=config.require_ir)
     records, report = check_files(records, csv_name=str(config.csv), skip_missing=config.skip_missing,
                                   ir_channels=config.ir_channels, ir_range=config.ir_range)
+    records = records.assign(same_image=same_image_ids(records))
     if config.split_file:
         split = load_split(config.split_file, records)
+        decision = SplitDecision("file", f"from {config.split_file}")
     else:
-        split = make_split(records, method=config.split, ratios=config.split_ratios,
-                           seed=config.split_seed, block_size=config.block_size)
+        split, decision = split_records(records, method=config.split, ratios=config.split_ratios,
+                                        seed=config.split_seed, block_size=config.block_size)
     check_split(split, config.split_ratios)
     records = records.assign(split_assigned=split.to_numpy())
     log.info("data: %d samples from %s (IR: %s), split %s", len(records), Path(config.csv).name,
              describe_ir(report.ir), ", ".join(f"{s} {int((split == s).sum())}" for s in SPLITS))
-    return DataBundle(config, records, report)
+    _log_split(decision, records)
+    return DataBundle(config, records, report, split_decision=decision)
+
+
+def _log_split(decision: SplitDecision, records: pd.DataFrame) -> None:
+    """One line: the split and why (a warning when frames may leak); a warning when a given split
+    puts copies of one image in different splits."""
+    log.log(logging.WARNING if decision.leak_risk else logging.INFO, "%s", decision.sentence())
+    if decision.method in ("column", "file"):
+        apart = straddling_images(records["split_assigned"], records["same_image"].to_numpy())
+        if apart:
+            source = "the CSV's split column" if decision.method == "column" else decision.reason
+            log.warning("%d rows show an image that also appears in another split (split %s): test "
+                        "scores on them are not independent of training", apart, source)
 
 
 def cache_root(config: DataConfig) -> Path:
@@ -106,10 +126,12 @@ def cache_root(config: DataConfig) -> Path:
     return Path(base) / "firekd"
 
 
-def open_cache(bundle: DataBundle, *, workers: int = 1, writer: Writer | None = None) -> DecodedCache | None:
+def open_cache(bundle: DataBundle, *, workers: int = 1, writer: Writer | None = None,
+               required: bool = False) -> DecodedCache | None:
     """Open (building if needed) the decoded cache of ``bundle``; None when it is turned off or
-    would not fit the disk (then samples are decoded from the files on every access). A disabled
-    ``writer`` (a non-zero DDP rank) never builds: it opens what rank 0 built."""
+    would not fit the disk (then samples are decoded from the files on every access), or an
+    OutOfSpaceError when ``required`` (`firekd cache`). A disabled ``writer`` (a non-zero DDP
+    rank) never builds: it opens what rank 0 built."""
     cfg, spec = bundle.config, bundle.ir_spec
     if not cfg.cache:
         return None
@@ -128,14 +150,23 @@ def open_cache(bundle: DataBundle, *, workers: int = 1, writer: Writer | None = 
             log.warning("cache: %s is damaged or incomplete; rebuilding it", folder)
         need = cache_bytes(len(bundle.records), cfg.img_size, spec)
         free = shutil.disk_usage(root).free
-        if need > 0.8 * free:
-            log.warning("cache: needs %.1f GB but %s has %.1f GB free; decoding images on the fly",
-                        need / 1e9, root, free / 1e9)
-            return None
+        if need > FREE_SHARE * free:  # the rest of the free space stays for checkpoints and logs
+            return _does_not_fit(root, need, free, required)
+        log.info("cache: decoding %d pairs at %d px into %s (%s; %s free)", len(bundle.records),
+                 cfg.img_size, folder, human_bytes(need), human_bytes(free))
         with tqdm(total=len(bundle.records), desc="cache", unit="pair", leave=False, disable=None) as bar:
             build(folder, bundle.records, cfg.img_size, spec, workers=workers, progress=bar.update)
-        log.info("cache: built %s (%.1f MB)", folder, need / 1e6)
+        log.info("cache: built %s (%s)", folder, human_bytes(need))
     return DecodedCache(folder)
+
+
+def _does_not_fit(root: Path, need: int, free: int, required: bool) -> None:
+    message = (f"{root}: the decoded cache needs {human_bytes(need)}, more than {FREE_SHARE:.0%} of the "
+               f"{human_bytes(free)} free")
+    if required:
+        raise OutOfSpaceError(f"{message}; free some space or choose another --cache_dir")
+    log.warning("cache: %s; decoding images on the fly instead (free space or choose another "
+                "--cache_dir)", message)
 
 
 def describe_ir(spec: IRSpec) -> str:

@@ -19,7 +19,7 @@ from firekd.data.checks import check_files
 from firekd.data.csv import ColumnNames, read_records
 from firekd.data.dataset import FileSource, PairedDataset, make_loader
 from firekd.data.images import IRSpec
-from firekd.data.splits import load_split
+from firekd.data.splits import load_split, split_digest
 from firekd.data.transforms import PairedTransform
 from firekd.engine.evaluation import predictions_table
 from firekd.engine.loop import predict
@@ -108,7 +108,7 @@ def evaluate_checkpoint(req: EvalRequest) -> CheckpointEvaluation:
     img_size = req.img_size or data.get("img_size") or 224
     needs_ir = getattr(model, "modalities", "rgb") == "rgb+ir"
     records, spec = _records(req, data, needs_ir)
-    positions = _positions(req, records)
+    positions, split_file = _positions(req, records, meta)
     device = torch.device("cpu") if loader.cpu_only else resolve_device(req.device)
     rt = Runtime(device, amp=False, seed=0)
     dataset = PairedDataset(records, positions, FileSource(records, img_size, spec))
@@ -118,7 +118,7 @@ def evaluate_checkpoint(req: EvalRequest) -> CheckpointEvaluation:
     thresholds, source = _thresholds(req, meta)
     metrics = evaluation_scores(pred.labels, pred.probs, thresholds=thresholds)
     info = {"checkpoint": str(req.checkpoint), "kind": loaded.kind, "csv": str(req.csv), "split": req.split,
-            "split_file": req.split_file, "n": int(len(positions)), "thresholds": thresholds.tolist(),
+            "split_file": split_file, "n": int(len(positions)), "thresholds": thresholds.tolist(),
             "thresholds_from": source, "img_size": img_size, "device": str(device),
             "ir": {"kind": spec.kind, "channels": spec.channels,
                    "range": list(spec.value_range) if spec.value_range else None}}
@@ -141,20 +141,66 @@ def _records(req: EvalRequest, data: dict, needs_ir: bool) -> tuple[pd.DataFrame
     return records, report.ir
 
 
-def _positions(req: EvalRequest, records: pd.DataFrame) -> np.ndarray:
+def _positions(req: EvalRequest, records: pd.DataFrame, meta: dict) -> tuple[np.ndarray, str | None]:
+    """Rows of the requested split, and the split file they came from (None: all rows or the CSV's
+    split column)."""
     if req.split == "all":
-        return np.arange(len(records))
-    if req.split_file:
-        split = load_split(req.split_file, records).to_numpy()
-    elif "split" in records:
-        split = records["split"].to_numpy()
-    else:
-        raise ConfigError(f"--split {req.split}: {req.csv} has no split column; pass the run's "
-                          "split.csv with --split_file (output/metrics/<run>/split.csv) or use --split all")
+        return np.arange(len(records)), None
+    split, source = _split_of(req, records, meta)
     positions = np.nonzero(split == req.split)[0]
     if not len(positions):
         raise DataError(f"--split {req.split}: no rows of {req.csv} are in the {req.split} split")
-    return positions
+    return positions, source
+
+
+def _split_of(req: EvalRequest, records: pd.DataFrame, meta: dict) -> tuple[np.ndarray, str | None]:
+    """--split_file, else the split of the run the checkpoint belongs to (when it fits the CSV),
+    else the CSV's split column."""
+    if req.split_file:
+        return load_split(req.split_file, records).to_numpy(), str(req.split_file)
+    recorded = recorded_split(req.checkpoint)
+    if recorded is not None:
+        try:
+            split = load_split(recorded, records).to_numpy()
+        except DataError as exc:
+            if "split" not in records:
+                raise DataError(f"{exc} (the split of the checkpoint's run; name another with "
+                                "--split_file, or use --split all)") from None
+            log.info("%s does not fit %s (%s); using the CSV's split column", recorded, req.csv, exc)
+        else:
+            check_recorded_split(recorded, meta, req.checkpoint)
+            log.info("evaluating the %s split recorded by the run: %s", req.split, recorded)
+            return split, str(recorded)
+    if "split" in records:
+        return records["split"].to_numpy(), None
+    raise ConfigError(f"--split {req.split}: {req.csv} has no split column and {req.checkpoint} is not in "
+                      "a run's models folder; pass the run's split.csv with --split_file "
+                      "(output/metrics/<run>/split.csv) or use --split all")
+
+
+def recorded_split(checkpoint: str | Path) -> Path | None:
+    """The split.csv of the run a checkpoint was saved in: OUTPUT/models/<run>/seed_<s>/<file> ->
+    OUTPUT/metrics/<run>/split.csv; None when the checkpoint lies elsewhere or the file is gone."""
+    path = Path(checkpoint)
+    for candidate in dict.fromkeys((path.absolute(), path.resolve())):
+        seed_dir, run_dir = candidate.parent, candidate.parent.parent
+        if seed_dir.name.startswith("seed_") and run_dir.parent.name == "models":
+            split = run_dir.parent.parent / "metrics" / run_dir.name / "split.csv"
+            if split.is_file():
+                return split
+    return None
+
+
+def check_recorded_split(split_file: str | Path, meta: dict, checkpoint: str | Path) -> None:
+    """When the checkpoint records the digest of its training split (``meta["data"]["split_digest"]``),
+    the split file must be that split: a run folder overwritten later holds another one."""
+    expected = meta.get("data", {}).get("split_digest")
+    if not expected:
+        return
+    table = pd.read_csv(split_file)
+    if split_digest(table["row"], table["split"]) != expected:
+        raise DataError(f"{split_file} is not the split {checkpoint} was trained with (the run folder was "
+                        "written again since); pass the right split.csv with --split_file")
 
 
 def _thresholds(req: EvalRequest, meta: dict) -> tuple[np.ndarray, str]:

@@ -19,12 +19,13 @@ from firekd.data.dataset import make_loader
 from firekd.data.transforms import PairedTransform
 from firekd.engine.evaluation import evaluate_model
 from firekd.engine.runtime import Runtime
-from firekd.errors import ModelError
+from firekd.errors import DataError, ModelError
 from firekd.io import ensure_writable, write_json
 from firekd.recipes.compress import calibration_loader, onnx_stages
 from firekd.recipes.context import ModelResult
 from firekd.recipes.data import DataBundle, load_data
 from firekd.recipes.efficiency import measure_model
+from firekd.recipes.evaluate import check_recorded_split, recorded_split
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,33 @@ def load_fp32_student(path: str | Path) -> tuple[nn.Module, dict]:
     model, meta = load_model(path, kind="student")
     model.eval()
     return model, meta
+
+
+def with_recorded_split(data: DataConfig, checkpoint: Path, meta: dict) -> tuple[DataConfig, Path | None]:
+    """The data settings with the split the checkpoint's run recorded (and its path), unless
+    --split_file names one: the test images must be the ones the student never saw, whatever the
+    --split flags say."""
+    if data.split_file:
+        return data, None
+    recorded = recorded_split(checkpoint)
+    if recorded is None:
+        log.warning("%s is not in a run's models folder: the split is made from the --split flags, so "
+                    "the test images may include training images; pass the run's split.csv with "
+                    "--split_file", checkpoint)
+        return data, None
+    check_recorded_split(recorded, meta, checkpoint)
+    log.info("export: test split recorded by the run: %s", recorded)
+    return dataclasses.replace(data, split_file=str(recorded)), recorded
+
+
+def _load_data(data: DataConfig, recorded: Path | None) -> DataBundle:
+    try:
+        return load_data(data)
+    except DataError as exc:
+        if recorded is None or not str(exc).startswith(str(recorded)):
+            raise
+        hint = "the split of the checkpoint's run; name another with --split_file"
+        raise DataError(f"{exc} ({hint})") from None
 
 
 def eval_loaders(bundle: DataBundle, batch_size: int, seed: int):
@@ -59,7 +87,7 @@ def export_checkpoint(checkpoint: str | Path, data: DataConfig, out_dir: str | P
     if data.img_size is None:  # not given: the size the student was trained at
         data = dataclasses.replace(data, img_size=meta.get("data", {}).get("img_size") or 224)
     out_dir = ensure_writable(out_dir, "--out")
-    bundle = load_data(data)
+    bundle = _load_data(*with_recorded_split(data, checkpoint, meta))
     calib_loader, val, test = eval_loaders(bundle, batch_size, seed)
     calibration = (rgb for rgb, *_ in itertools.islice(calib_loader, calibration_batches))
     rt = Runtime(torch.device("cpu"), amp=False, channels_last=False)

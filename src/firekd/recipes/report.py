@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from firekd.data.csv import ColumnNames, read_records
+from firekd.data.splits import SplitDecision
 from firekd.errors import FirekdError
 from firekd.io import read_json, write_text
 from firekd.recipes.compare import (
@@ -102,7 +103,25 @@ def _data_section(runs: list[Run]) -> list:
                                    "nor the training CSV could be read."))
         else:
             blocks.append(doc.Table(frames[key], caption))
+    blocks += _split_sentences(runs)
     return blocks
+
+
+def _split_sentences(runs: list[Run]) -> list:
+    """How each run was split and why, one sentence per distinct decision (none for runs made
+    before firekd recorded it)."""
+    by_sentence: dict[str, list[str]] = {}
+    for run in runs:
+        recorded = _config(run).get("split")
+        if isinstance(recorded, dict) and recorded.get("method"):
+            by_sentence.setdefault(SplitDecision.from_dict(recorded).sentence(), []).append(run.name)
+    if len(by_sentence) == 1:
+        return [doc.Para(_capital(next(iter(by_sentence))) + ".")]
+    return [doc.Para(f"{_capital(s)} (runs: {', '.join(names)}).") for s, names in by_sentence.items()]
+
+
+def _capital(sentence: str) -> str:
+    return sentence[:1].upper() + sentence[1:]
 
 
 def data_summary(run: Run) -> pd.DataFrame | None:

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from firekd.checkpoints import load_model
+from firekd.data.splits import split_digest
+from firekd.diskspace import human_bytes
 from firekd.engine import distributed
 from firekd.engine.evaluation import Evaluation, evaluate_model
 from firekd.engine.loop import FitConfig, fit
@@ -64,7 +66,8 @@ def data_meta(data: DataBundle) -> dict:
     spec = data.ir_spec
     return {"csv": str(data.config.csv), "img_size": data.config.img_size,
             "ir_kind": spec.kind, "ir_channels": spec.channels,
-            "ir_range": list(spec.value_range) if spec.value_range else None}
+            "ir_range": list(spec.value_range) if spec.value_range else None,
+            "split_digest": split_digest(data.records["row"], data.records["split_assigned"])}
 
 
 def train_log(result, stage_settings: dict, precision: str) -> dict:
@@ -112,13 +115,9 @@ def _checkpointing(run: SeedRun, name: str) -> bool:
                              ir_channels=max(1, run.data.ir_spec.channels)):
         return False
     log.info("teacher %s: activation checkpointing on (batch %d at %d px would need more than 75%% of the "
-             "%s free on %s; --grad_checkpointing off turns it off)", name, batch, size, human_gb(free),
+             "%s free on %s; --grad_checkpointing off turns it off)", name, batch, size, human_bytes(free),
              run.rt.device)
     return True
-
-
-def human_gb(n: int | None) -> str:
-    return "?" if n is None else f"{n / 2**30:.1f} GiB"
 
 
 def obtain_teacher(run: SeedRun, name: str, retrained: set[str], *,
