@@ -17,8 +17,8 @@ from firekd.engine import distributed
 from firekd.errors import ConfigError
 from firekd.io import Writer, ensure_writable, write_csv, write_json
 from firekd.kd.variants import uses_teacher
-from firekd.metrics.stats import aggregates_json
 from firekd.keys import plain, run_settings, stable_hash
+from firekd.metrics.stats import aggregates_json
 from firekd.recipes.data import DataBundle, load_data, open_cache
 from firekd.recipes.efficiency import teacher_efficiency
 from firekd.recipes.jobs import Job, plan, publish_controls, run_job
