@@ -300,6 +300,15 @@ def test_report_answer_without_the_control_run(tmp_path: Path):
     assert re.search(r"\| resnet152 +\| kl_l2_bce +\| 0\.8175 +\| n/a +\| n/a +\| n/a +\| 0 ", answer)
 
 
+def test_report_answer_for_a_teacher_with_the_control_alone(tmp_path: Path):
+    output = fabricate(tmp_path / "out")
+    fabricate(output, teacher="swin_tiny", variants=("bce",))
+    answer = _section(write_report(output)["markdown"].read_text(), "What distillation buys")
+    assert "- resnet152: best KD student `kl_l2_bce`" in answer
+    assert "- swin_tiny: no KD variant has student results (only the `bce` control)." in answer
+    assert re.search(r"\| swin_tiny +\| none +\| n/a +\| 0\.7475 +\| n/a ", answer)
+
+
 def test_report_answer_with_one_seed(tmp_path: Path):
     output = fabricate(tmp_path / "out", seeds=(2,), latency=True)
     md = write_report(output)["markdown"].read_text()

@@ -121,8 +121,8 @@ def _answer_section(cmp: Comparison, figure: str | None) -> list:
 
 def _answer(row) -> str:
     head = f"{row.teacher}: "
-    if row.variant is None:
-        return head + "no KD variant has student results."
+    if pd.isna(row.variant):  # pandas stores the missing name as NaN
+        return head + f"no KD variant has student results (only the `{CONTROL}` control)."
     best = f"best KD student `{row.variant}`, F1 macro {row.mean:.4f} (n = {row.n})"
     if row.control_n == 0:
         return head + best + f"; no `{CONTROL}` control run, so what distillation adds is not measured " \
