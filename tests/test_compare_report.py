@@ -20,7 +20,9 @@ from test_evaluation import assert_png_with_content
 from firekd.io import write_json
 from firekd.metrics.stats import aggregate_runs, holm, mcnemar_exact, paired_tests
 from firekd.recipes.compare import compare
-from firekd.reporting.tables import display_table, summary_frame
+from firekd.recipes.report import write_report
+from firekd.reporting import plots
+from firekd.reporting.tables import best_against_control, display_table, shared_teacher_rows, summary_frame
 
 SEEDS = (1, 2, 3, 4)
 # student F1 macro per seed; fire/smoke are offsets of it
@@ -39,14 +41,24 @@ def _predictions(truth: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
                          "fire_pred": pred, "smoke_true": truth, "smoke_prob": 0.5, "smoke_pred": truth})
 
 
-def fabricate(root: Path, teacher: str = "resnet152", extra: dict | None = None) -> Path:
+# CPU latency at batch 1 (ms) and F1 offset of every model, for the F1-latency figure
+LATENCY = {"teacher": (40.0, 0.0), "student": (2.0, 0.0), "student_quantized": (1.0, -0.01),
+           "student_pruned": (1.5, -0.02)}
+
+
+def fabricate(root: Path, teacher: str = "resnet152", extra: dict | None = None, *,
+              seeds: tuple[int, ...] = SEEDS, variants: tuple[str, ...] = tuple(STUDENT),
+              latency: bool = False) -> Path:
     """output/metrics/{teacher}_{variant}/ with per-seed final_evaluation.json, predictions (teacher
-    right on 0..9 only, student right on 5..14 only, of 20 samples) and aggregated_results.json."""
+    right on 0..9 only, student right on 5..14 only, of 20 samples) and aggregated_results.json;
+    with ``latency`` also compressed students and every model's latency_ms_b1."""
     truth = np.arange(20) % 2
-    for variant, values in STUDENT.items():
+    for variant in variants:
+        values = STUDENT[variant]
         folder = root / "metrics" / f"{teacher}_{variant}"
         per_seed = {}
-        for seed, value in zip(SEEDS, values, strict=True):
+        for seed in seeds:
+            value = values[SEEDS.index(seed)]
             final = {"student": _metrics(value)}
             seed_dir = folder / f"seed_{seed}"
             seed_dir.mkdir(parents=True)
@@ -56,6 +68,12 @@ def fabricate(root: Path, teacher: str = "resnet152", extra: dict | None = None)
                 final["teacher"] = _metrics(TEACHER[seed - 1])
                 teacher_preds = _predictions(truth, np.arange(20) < 10)
                 teacher_preds.to_csv(seed_dir / "predictions_teacher.csv", index=False)
+            if latency:
+                final.update({m: _metrics(value + offset) for m, (_, offset) in LATENCY.items()
+                              if m.startswith("student_")})
+                for model, (ms, _) in LATENCY.items():
+                    if model in final:
+                        final[model]["latency_ms_b1"] = ms
             final.update((extra or {}).get(variant, {}))
             per_seed[seed] = dict(final)
             write_json(seed_dir / "final_evaluation.json", {**final, "run": {"seed": seed}})
@@ -129,6 +147,7 @@ def test_compare_cli_prints_markdown_and_writes_csv_and_chart(tmp_path: Path, ca
     assert code == 0, err
     assert "| swin_tiny | kl_l2_bce" in out and "0.8175 ± 0.0171" in out
     assert "kl_bce vs bce" in out and "note: Wilcoxon cannot reach" in out
+    assert len(re.findall(r"\| teacher +\| 4 ", out)) == 1  # printed once, shared by both KD variants
     folder = tmp_path / "comparison" / "swin_tiny"
     assert f"written: {folder / 'comparison.csv'}" in out
     table = pd.read_csv(folder / "comparison.csv")
@@ -172,12 +191,14 @@ def test_report_from_a_real_run_has_every_section_and_figure(tiny_run: Path, cap
     assert code == 0, err
     folder = tiny_run / "report" / "all"
     md = (folder / "report.md").read_text()
-    for heading in ("## Data", "## Configuration", "## Results", "## Statistical tests",
+    for heading in ("## What distillation buys", "## Data", "## Configuration", "## Results",
+                    "## Statistical tests",
                     "### Teacher vs student, per sample (McNemar)", "## Run resnet18_kl_bce",
                     "## Run resnet18_bce", "## Environment"):
         assert heading in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(images) == 1 + 8 + 5  # bar chart, kl_bce's 8 figures, bce's 5 (no teacher)
+    assert len(images) == 1 + 1 + 8 + 5  # F1-latency, bar chart, kl_bce's 8 figures, bce's 5 (no teacher)
+    assert "resnet18: best KD student `kl_bce`" in md and "f1_latency.png" in images[0]
     for rel in images:
         assert (folder / rel).is_file(), rel
     assert "| test " in md and "both" in md  # data summary: split x label combination
@@ -275,3 +296,123 @@ def test_the_specs_snippet_runs_on_a_one_seed_output_and_prints_nan(tmp_path: Pa
     assert re.search(r"Baseline \(KL\+BCE\)\s*\|\s*0\.8000 ± nan\s*\|\s*0\.78\s*\|\s*0\.82\s", proc.stdout)
     table = display_table(summary_frame({"resnet152_kl_bce": saved}))  # firekd's own table: no ± for n = 1
     assert table["F1 macro (mean ± std)"].tolist() == ["0.8000"] and table["F1 macro 95% CI"].tolist() == ["n < 2"]
+
+
+def _section(md: str, heading: str) -> str:
+    """The text of a ``## heading`` section up to the next level-2 heading."""
+    start = md.index(f"## {heading}\n")
+    end = md.find("\n## ", start + 1)
+    return md[start:end if end > 0 else None]
+
+
+def test_report_starts_with_the_best_kd_student_against_the_control(tmp_path: Path):
+    output = fabricate(tmp_path / "out", latency=True)
+    files = write_report(output)
+    md = files["markdown"].read_text()
+    assert re.findall(r"^## .*", md, flags=re.M)[0] == "## What distillation buys"
+    answer = _section(md, "What distillation buys")
+    # best by mean: kl_l2_bce (0.8175) over kl_bce (0.80); paired with bce per seed
+    best, control = STUDENT["kl_l2_bce"], STUDENT["bce"]
+    diffs = np.subtract(best, control)
+    low, high = stats.t.interval(0.95, len(diffs) - 1, loc=diffs.mean(), scale=stats.sem(diffs))
+    p = {pair: stats.ttest_rel(STUDENT[pair[0]], STUDENT[pair[1]]).pvalue
+         for pair in (("kl_bce", "bce"), ("kl_l2_bce", "bce"), ("kl_bce", "kl_l2_bce"))}
+    adjusted = dict(zip(p, holm(list(p.values())), strict=True))[("kl_l2_bce", "bce")]
+    sentence = (f"resnet152: best KD student `kl_l2_bce`, F1 macro 0.8175 (n = 4) against 0.7475 for the "
+                f"`bce` control: difference {diffs.mean():+.4f} [95% CI {low:+.4f}, {high:+.4f}], paired "
+                f"t-test p = {p[('kl_l2_bce', 'bce')]:.3g} (Holm {adjusted:.3g}), 4 seeds: ")
+    assert sentence in answer
+    assert ("distillation helps, significant" if adjusted < 0.05 else "not significant") in answer
+    assert "train in lockstep on the same batches" in answer
+    assert "![Test F1 macro against CPU latency" in answer
+    assert_png_with_content(files["f1_latency"])
+    # the results table: the shared teacher once, not once per KD variant; the CSV keeps every run's row
+    results = _section(md, "Results")
+    assert len(re.findall(r"^\| resnet152 +\| [^|]+\| teacher ", results, flags=re.M)) == 1
+    assert re.search(r"^\| resnet152 +\| \(shared\) +\| teacher ", results, flags=re.M)
+    table = pd.read_csv(files["table"])
+    assert (table["model"] == "teacher").sum() == 2
+    html = files["html"].read_text()
+    assert html.index("What distillation buys") < html.index("<h2>Data</h2>")
+
+
+def test_report_answer_without_the_control_run(tmp_path: Path):
+    output = fabricate(tmp_path / "out", variants=("kl_bce", "kl_l2_bce"), latency=True)
+    md = write_report(output)["markdown"].read_text()
+    answer = _section(md, "What distillation buys")
+    assert ("resnet152: best KD student `kl_l2_bce`, F1 macro 0.8175 (n = 4); no `bce` control run, so "
+            "what distillation adds is not measured") in answer
+    assert re.search(r"\| resnet152 +\| kl_l2_bce +\| 0\.8175 +\| n/a +\| n/a +\| n/a +\| 0 ", answer)
+
+
+def test_report_answer_for_a_teacher_with_the_control_alone(tmp_path: Path):
+    output = fabricate(tmp_path / "out")
+    fabricate(output, teacher="swin_tiny", variants=("bce",))
+    answer = _section(write_report(output)["markdown"].read_text(), "What distillation buys")
+    assert "- resnet152: best KD student `kl_l2_bce`" in answer
+    assert "- swin_tiny: no KD variant has student results (only the `bce` control)." in answer
+    assert re.search(r"\| swin_tiny +\| none +\| n/a +\| 0\.7475 +\| n/a ", answer)
+
+
+def test_report_answer_with_one_seed(tmp_path: Path):
+    output = fabricate(tmp_path / "out", seeds=(2,), latency=True)
+    md = write_report(output)["markdown"].read_text()
+    answer = _section(md, "What distillation buys")
+    # seed 2: kl_bce 0.78, kl_l2_bce 0.81, bce 0.77
+    assert ("resnet152: best KD student `kl_l2_bce`, F1 macro 0.8100 (n = 1) against 0.7700 for the "
+            "`bce` control: difference +0.0400 over 1 seed(s); no t-test is possible (n = 1: no test is "
+            "possible") in answer
+    assert "f1_latency.png" in answer
+
+
+def test_report_says_so_when_no_latency_was_measured(tmp_path: Path):
+    files = write_report(fabricate(tmp_path / "out"))
+    assert "f1_latency" not in files
+    assert "No figure of F1 against latency" in _section(files["markdown"].read_text(),
+                                                          "What distillation buys")
+
+
+def test_f1_latency_figure_has_a_panel_per_teacher_and_each_teacher_once(tmp_path: Path):
+    output = fabricate(tmp_path, teacher="resnet152", latency=True)
+    fabricate(output, teacher="swin_tiny", variants=("kl_bce", "bce"), latency=True)
+    summary = shared_teacher_rows(compare(output).summary)
+    fig = plots.f1_latency(summary, "test")
+    assert [ax.get_title() for ax in fig.axes] == ["resnet152", "swin_tiny"]
+    for ax, kd_variants in zip(fig.axes, (2, 1), strict=True):
+        markers = [line.get_marker() for line in ax.lines]
+        # one teacher star; student, quantized, pruned per variant (KD variants and the bce control)
+        assert markers.count("*") == 1
+        assert markers.count("o") == markers.count("s") == markers.count("^") == kd_variants + 1
+        assert ax.get_xscale() == "log"  # 1 ms to 40 ms
+        assert ax.get_xlabel().startswith("CPU latency, batch 1")
+    star = next(line for line in fig.axes[0].lines if line.get_marker() == "*")
+    assert (star.get_xdata()[0], star.get_ydata()[0]) == pytest.approx((40.0, np.mean(TEACHER)))
+    assert plots.f1_latency(compare(fabricate(tmp_path / "plain")).summary, "none") is None
+
+
+def test_shared_teacher_rows_keep_a_teacher_that_differs_between_runs(tmp_path: Path):
+    output = fabricate(tmp_path)
+    summary = compare(output).summary
+    one = shared_teacher_rows(summary)
+    assert one[one["model"] == "teacher"]["variant"].tolist() == ["(shared)"]
+    students = one[one["model"] != "teacher"].reset_index(drop=True)
+    assert students.equals(summary[summary["model"] != "teacher"].reset_index(drop=True))
+    assert one["model"].tolist()[0] == "teacher"  # first in its teacher's block
+    changed = summary.copy()
+    changed.loc[(changed["variant"] == "kl_l2_bce") & (changed["model"] == "teacher"), "f1_macro_mean"] = 0.5
+    teachers = shared_teacher_rows(changed).query("model == 'teacher'")
+    assert teachers["variant"].tolist() == ["kl_bce", "kl_l2_bce"]
+    assert len(display_table(summary, one_teacher_row=False)) == len(summary) == len(display_table(summary)) + 1
+    single = shared_teacher_rows(compare(fabricate(tmp_path / "one", variants=("kl_bce",))).summary)
+    assert single.query("model == 'teacher'")["variant"].tolist() == ["kl_bce"]  # a lone run keeps its name
+
+
+def test_best_against_control_picks_the_highest_mean_and_reads_the_test_frame(tmp_path: Path):
+    cmp = compare(fabricate(tmp_path))
+    best = best_against_control(cmp.summary, cmp.tests).iloc[0]
+    test = cmp.tests.query("a == 'kl_l2_bce' and b == 'bce' and model == 'student' and metric == 'f1_macro'")
+    assert (best["variant"], best["pairs"], best["n"], best["control_n"]) == ("kl_l2_bce", 4, 4, 4)
+    assert best["mean"] == pytest.approx(np.mean(STUDENT["kl_l2_bce"]))
+    assert best["control_mean"] == pytest.approx(np.mean(STUDENT["bce"]))
+    for key in ("mean_diff", "diff_ci_low", "diff_ci_high", "p_ttest", "p_ttest_holm"):
+        assert best[key] == pytest.approx(test[key].iloc[0])

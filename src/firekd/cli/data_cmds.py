@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--n", type=positive_int, default=2000, help="number of pairs (default: 2000)")
     p.add_argument("--size", type=positive_int, default=64, help="image side in px (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="generator seed (default: 0)")
     p.add_argument("--fire_rate", type=unit_fraction, default=0.45,
                    help="probability that an image contains fire (default: 0.45)")
     p.add_argument("--smoke_rate", type=unit_fraction, default=0.45,
@@ -36,6 +36,14 @@ def register(sub) -> None:
                    help="of the other fires, the fraction too small/dim to see in RGB (default: 0.25)")
     p.add_argument("--distractor_rate", type=unit_fraction, default=0.35,
                    help="probability of each distractor kind per image (default: 0.35)")
+    p.add_argument("--rgb_cue", type=unit_fraction, default=0.0, metavar="S",
+                   help="a fire buried under smoke leaves a faint, noisy warm glow in RGB of strength S "
+                        "(0: none, the images are exactly those without the option; 0.1-0.3: faint; "
+                        "1: plain), for the case where RGB holds a weak cue (default: 0)")
+    p.add_argument("--unlabeled", type=non_negative_int, default=0, metavar="N",
+                   help="also write N unlabelled pairs (own scenes, same distribution) under "
+                        "unlabeled/ and their unlabeled.csv (rgb_path, ir_path) beside data.csv, for "
+                        "--unlabeled_csv (default: 0)")
     p.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="generator processes (default: min(4, CPUs))")
     p.set_defaults(func=run_synth)
@@ -66,13 +74,19 @@ def run_synth(args: argparse.Namespace) -> int:
 
     config = SynthConfig(n=args.n, size=args.size, seed=args.seed, fire_rate=args.fire_rate,
                          smoke_rate=args.smoke_rate, hidden_fire_rate=args.hidden_fire_rate,
-                         small_fire_rate=args.small_fire_rate, distractor_rate=args.distractor_rate)
+                         small_fire_rate=args.small_fire_rate, distractor_rate=args.distractor_rate,
+                         rgb_cue=args.rgb_cue, unlabeled=args.unlabeled)
     table = write_synthetic(config, args.out, workers=args.workers)
     combos = table.groupby(["fire", "smoke"]).size()
     print(f"wrote {len(table)} RGB+IR pairs ({args.size}x{args.size}) and {args.out}/data.csv")
     for (fire, smoke), count in combos.items():
         print(f"  fire={fire} smoke={smoke}: {count}")
-    print(f"  fire not visible in RGB (hidden/small): {int(table['hidden_in_rgb'].sum())}")
+    hidden = "hidden/small"
+    if args.rgb_cue:
+        hidden = f"buried, but a faint glow at --rgb_cue {args.rgb_cue:g}; or small"
+    print(f"  fire not visible in RGB ({hidden}): {int(table['hidden_in_rgb'].sum())}")
+    if args.unlabeled:
+        print(f"wrote {args.unlabeled} unlabelled RGB+IR pairs and {args.out}/unlabeled.csv")
     return 0
 
 

@@ -3,10 +3,13 @@
 The canonical records table has one row per sample and the columns
 ``row`` (line number in the CSV, 1 = header), ``rgb_path``, ``ir_path`` (absolute paths; ``ir_path``
 is None for RGB-only data), ``fire``, ``smoke`` (0/1 ints) and, when present, ``split`` and ``group``.
+Unlabelled pairs (`read_unlabeled`) have the same table with ``fire``/``smoke`` NaN (float): the
+missing-label marker, which the dataset's float label tensor carries on as NaN.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -31,6 +34,10 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "group": ("group", "group_id", "video", "video_id", "sequence"),
 }
 REQUIRED = ("rgb_path", "fire", "smoke")
+COLUMN_FLAGS = {"rgb_path": "--rgb_col", "fire": "--fire_col", "smoke": "--smoke_col"}
+UNLABELED_FLAG = "--unlabeled_csv"
+# cells that mean "no label" in a CSV of unlabelled pairs (pandas writes NaN as an empty cell)
+MISSING_LABEL_VALUES = {"", "nan", "na", "n/a", "none", "null"}
 TRUE_VALUES = {"1", "1.0", "true", "yes", "y", "t"}
 FALSE_VALUES = {"0", "0.0", "false", "no", "n", "f"}
 SPLIT_NAMES = ("train", "val", "test")
@@ -77,7 +84,8 @@ def _read_table(csv_path: Path) -> pd.DataFrame:
     return table
 
 
-def resolve_columns(found: list[str], names: ColumnNames, csv_path: Path) -> dict[str, str]:
+def resolve_columns(found: list[str], names: ColumnNames, csv_path: Path,
+                    required: tuple[str, ...] = REQUIRED) -> dict[str, str]:
     """Map canonical column names to the CSV's actual column names."""
     lower = {c.lower(): c for c in found}
     mapping: dict[str, str] = {}
@@ -94,12 +102,12 @@ def resolve_columns(found: list[str], names: ColumnNames, csv_path: Path) -> dic
             if alias in lower:
                 mapping[canonical] = lower[alias]
                 break
-    missing = [c for c in REQUIRED if c not in mapping]
+    missing = [c for c in required if c not in mapping]
     if missing:
         raise DataError(
             f"{csv_path}: missing required column(s) {', '.join(missing)}; "
             f"columns found: {', '.join(found)} "
-            "(name them with --rgb_col/--fire_col/--smoke_col)"
+            f"(name them with {'/'.join(COLUMN_FLAGS[c] for c in required)})"
         )
     return mapping
 
@@ -143,6 +151,15 @@ def _parse_split(values: pd.Series, column: str, csv_path: Path) -> pd.Series:
     return norm
 
 
+def _require_ir(mapping: dict[str, str], found: list[str], csv_path: Path, require_ir: bool) -> None:
+    if require_ir and "ir_path" not in mapping:
+        raise DataError(
+            f"{csv_path}: no IR column (looked for ir_path, ir, ir_frame, thermal, ...); "
+            f"columns found: {', '.join(found)}. Name it with --ir_col, or train an "
+            "RGB-only teacher with --teacher_modalities rgb"
+        )
+
+
 def read_records(
     csv_path: str | Path,
     *,
@@ -154,12 +171,7 @@ def read_records(
     csv_path = Path(csv_path)
     table = _read_table(csv_path)
     mapping = resolve_columns(list(table.columns), columns, csv_path)
-    if require_ir and "ir_path" not in mapping:
-        raise DataError(
-            f"{csv_path}: no IR column (looked for ir_path, ir, ir_frame, thermal, ...); "
-            f"columns found: {', '.join(table.columns)}. Name it with --ir_col, or train an "
-            "RGB-only teacher with --teacher_modalities rgb"
-        )
+    _require_ir(mapping, list(table.columns), csv_path, require_ir)
     base = Path(base_path) if base_path is not None else csv_path.resolve().parent
     records = pd.DataFrame({"row": [line_number(i) for i in range(len(table))]})
     for column in ("rgb_path", "ir_path"):
@@ -176,6 +188,57 @@ def read_records(
         records["group"] = table[mapping["group"]].str.strip().to_numpy()
     _warn_duplicates(records, csv_path)
     return records
+
+
+def read_unlabeled(
+    csv_path: str | Path,
+    *,
+    base_path: str | Path | None = None,
+    columns: ColumnNames = ColumnNames(),
+    require_ir: bool = True,
+) -> pd.DataFrame:
+    """Parse a CSV of unlabelled pairs (``--unlabeled_csv``) into the canonical records table with
+    ``fire`` and ``smoke`` NaN. Label columns may be absent or empty; a label value in one is an
+    error (a labelled pair belongs in --csv). A ``group`` column is kept (see `drop_eval_overlap`);
+    a ``split`` column is ignored: unlabelled pairs only ever train. No file checks (`check_files`).
+    """
+    csv_path = Path(csv_path)
+    table = _read_table(csv_path)
+    found = list(table.columns)
+    lower = {c.lower() for c in found}
+    # --fire_col etc. name the labelled CSV's columns: here they may be absent
+    absent = [f for f in ("fire", "smoke", "split", "group")
+              if getattr(columns, f) is not None and getattr(columns, f).lower() not in lower]
+    mapping = resolve_columns(found, dataclasses.replace(columns, **dict.fromkeys(absent)), csv_path,
+                              required=("rgb_path",))
+    _require_ir(mapping, found, csv_path, require_ir)
+    for label in ("fire", "smoke"):
+        if label in mapping:
+            _reject_labels(table[mapping[label]], mapping[label], csv_path)
+    base = Path(base_path) if base_path is not None else csv_path.resolve().parent
+    records = pd.DataFrame({"row": [line_number(i) for i in range(len(table))]})
+    for column in ("rgb_path", "ir_path"):
+        if column in mapping:
+            paths = _resolve_paths(table[mapping[column]], mapping[column], base, csv_path)
+            records[column] = paths.to_numpy()
+    if "ir_path" not in mapping:
+        records["ir_path"] = None
+    records["fire"] = records["smoke"] = float("nan")
+    if "group" in mapping:
+        records["group"] = table[mapping["group"]].str.strip().to_numpy()
+    _warn_duplicates(records, csv_path)
+    return records
+
+
+def _reject_labels(values: pd.Series, column: str, csv_path: Path) -> None:
+    stray = ~values.str.strip().str.lower().isin(MISSING_LABEL_VALUES)
+    if stray.any():
+        pos = int(stray.to_numpy().nonzero()[0][0])
+        raise DataError(
+            f"{csv_path}: line {line_number(pos)}: column '{column}' has value '{values.iloc[pos]}' "
+            f"in a CSV of unlabelled pairs ({UNLABELED_FLAG}): leave label columns empty or drop "
+            f"them; labelled pairs belong in --csv ({int(stray.sum())} label value(s) in this column)"
+        )
 
 
 def _warn_duplicates(records: pd.DataFrame, csv_path: Path) -> None:

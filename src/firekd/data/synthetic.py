@@ -5,7 +5,10 @@ blobs in IR; smoke = semi-transparent grey plumes in RGB, invisible in IR. Some 
 under dense smoke or too small and dim to see in RGB, yet plain in IR. Distractors: orange/red
 objects and sun glare in RGB, warm non-fire surfaces in IR, fog or cloud that resembles smoke.
 Every sample is drawn from its own generator seeded by (seed, index): deterministic for a seed and
-independent of ``n`` and of the number of processes.
+independent of ``n`` and of the number of processes. Unlabelled pairs come from the same scene
+distribution with generators of their own (seeded by (seed, index, 1)), so none repeats a labelled one.
+``rgb_cue`` > 0 leaves a faint, noisy warm glow of a buried fire in RGB (drawn from a separate
+generator, so the rest of the image is unchanged and 0 gives exactly the images without the option).
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from firekd.errors import ConfigError
+
+# Third word of a sample's seed: which pool it belongs to. NumPy's SeedSequence pads the entropy
+# with zeros, so [seed, index, 0] is the [seed, index] that labelled samples have always used.
+LABELLED, UNLABELLED = 0, 1
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,14 @@ class SynthConfig:
     hidden_fire_rate: float = 0.5  # of fires that have smoke: flame buried under the plume in RGB
     small_fire_rate: float = 0.25  # of the other fires: tiny and dim in RGB, still hot in IR
     distractor_rate: float = 0.35  # probability of each distractor kind per image
+    rgb_cue: float = 0.0  # strength of the warm glow a fire buried under smoke leaves in RGB (1: plain)
+    unlabeled: int = 0  # extra pairs written without labels (unlabeled.csv)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rgb_cue <= 1:
+            raise ConfigError(f"--rgb_cue must be between 0 and 1, got {self.rgb_cue}")
+        if self.unlabeled < 0 or self.seed < 0:
+            raise ConfigError(f"--unlabeled and --seed must be >= 0, got {self.unlabeled} and {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -135,8 +152,18 @@ def _add_distractors(rng, rgb, ir, s, rate: float):
         rgb[:] = _blend(rgb, (0.85, 0.86, 0.88), haze)
 
 
-def make_sample(config: SynthConfig, index: int) -> SynthSample:
-    rng = np.random.default_rng([config.seed, index])
+def _add_glow(rng, rgb, s, cx, cy, r, strength: float):
+    """The trace of a buried flame: a dim, patchy orange glow through the plume, its opacity
+    proportional to ``strength`` (about 0.7 at 1, under 0.2 at 0.2) and varying per fire."""
+    glow = _blob(s, cx, cy - r * 0.5, 2.0 * r + 1.0, 2.4 * r + 1.0) * (0.5 + 0.7 * _noise(rng, s, 8))
+    level = strength * rng.uniform(0.6, 1.0)
+    rgb[:] = _blend(rgb, (1.0, 0.5, 0.12), np.clip(0.75 * level * glow, 0, 0.9))
+
+
+def make_sample(config: SynthConfig, index: int, *, unlabeled: bool = False) -> SynthSample:
+    """Sample ``index`` of the labelled pool, or of the unlabelled one (a different scene)."""
+    key = [config.seed, index, UNLABELLED if unlabeled else LABELLED]
+    rng = np.random.default_rng(key)
     s = config.size
     fire = int(rng.random() < config.fire_rate)
     smoke = int(rng.random() < config.smoke_rate)
@@ -156,6 +183,8 @@ def make_sample(config: SynthConfig, index: int) -> SynthSample:
             cx, cy, r = sources[0]
             _add_plume(rng, rgb, s, cx, cy, density=1.0, grey=rng.uniform(0.5, 0.75))
             rgb[:] = _blend(rgb, (0.6, 0.6, 0.6), 0.92 * _blob(s, cx, cy - r * 0.5, r * 2.2, r * 2.6))
+            if config.rgb_cue > 0:  # its own generator: the scene's draws stay the same
+                _add_glow(np.random.default_rng([*key, 1]), rgb, s, cx, cy, r, config.rgb_cue)
         else:
             cx, cy = sources[0][:2] if sources else (rng.uniform(0, s), rng.uniform(0.3 * s, s))
             _add_plume(rng, rgb, s, cx, cy, density=rng.uniform(0.55, 0.9),
@@ -166,18 +195,20 @@ def make_sample(config: SynthConfig, index: int) -> SynthSample:
     return SynthSample(to_u8(rgb), to_u8(ir), fire, smoke, hidden and bool(fire))
 
 
-def _make_chunk(args: tuple[SynthConfig, range]) -> list[SynthSample]:
-    config, indices = args
-    return [make_sample(config, i) for i in indices]
+def _make_chunk(args: tuple[SynthConfig, range, bool]) -> list[SynthSample]:
+    config, indices, unlabeled = args
+    return [make_sample(config, i, unlabeled=unlabeled) for i in indices]
 
 
-def generate(config: SynthConfig, workers: int = 1, chunk: int = 256):
-    """Yield samples in index order; ``workers`` > 1 uses processes (same output)."""
-    chunks = [range(a, min(a + chunk, config.n)) for a in range(0, config.n, chunk)]
+def generate(config: SynthConfig, workers: int = 1, chunk: int = 256, *, unlabeled: bool = False):
+    """Yield the ``config.n`` labelled samples (or the ``config.unlabeled`` unlabelled ones) in index
+    order; ``workers`` > 1 uses processes (same output)."""
+    total = config.unlabeled if unlabeled else config.n
+    chunks = [(config, range(a, min(a + chunk, total)), unlabeled) for a in range(0, total, chunk)]
     if workers <= 1 or len(chunks) == 1:
         for c in chunks:
-            yield from _make_chunk((config, c))
+            yield from _make_chunk(c)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for samples in pool.map(_make_chunk, [(config, c) for c in chunks]):
+        for samples in pool.map(_make_chunk, chunks):
             yield from samples

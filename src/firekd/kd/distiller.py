@@ -91,6 +91,6 @@ class Distiller(nn.Module):
             raw["l2"] = losses.feature_l2(self.projector(embedding), t_embedding)
         if "contrastive" in self.terms:
             raw["contrastive"] = losses.relational_distance(embedding, t_embedding)
-        if "bce" in self.terms:
-            raw["bce"] = losses.bce(logits, labels, self.pos_weight)
+        if "bce" in self.terms:  # unlabelled pairs (labels NaN) count in the KD terms only
+            raw["bce"] = losses.masked_bce(logits, labels, pos_weight=self.pos_weight)
         return logits, raw

@@ -28,6 +28,23 @@ def bce(logits: torch.Tensor, labels: torch.Tensor,
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pos_weight)
 
 
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, *,
+               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """`bce` over the labelled entries only: an entry counts when its label is finite, so an
+    unlabelled sample (labels NaN, both of them) adds nothing, its logits get zero gradient from this
+    term, and the mean is over labelled entries (the loss weights keep their meaning in a batch that
+    mixes labelled and unlabelled pairs). Equals `bce` when every label is finite; 0 with zero
+    gradient when none is. No host sync: masks and sums stay on the device.
+    """
+    logits, labels = logits.float(), labels.float()
+    labelled = torch.isfinite(labels)
+    safe = torch.where(labelled, labels, torch.zeros_like(labels))  # NaN targets would poison the sum
+    per_entry = F.binary_cross_entropy_with_logits(logits, safe, pos_weight=pos_weight, reduction="none")
+    # where (not a product): a masked entry passes exactly zero gradient, even if its loss is inf
+    total = torch.where(labelled, per_entry, torch.zeros_like(per_entry)).sum()
+    return total / labelled.sum().clamp_min(1)
+
+
 def feature_l2(student_projected: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
     """Mean squared error between the projected student embedding and the teacher's (B, D)."""
     return F.mse_loss(student_projected.float(), teacher_embedding.float())

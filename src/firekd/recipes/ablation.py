@@ -69,7 +69,7 @@ def prepare(cfg: RunConfig, writer: Writer) -> DataBundle:
     """Validated, split data with its decoded cache (under torchrun rank 0 builds it first)."""
     if writer.enabled:
         ensure_writable(cfg.execution.output)
-    data = load_data(cfg.data)
+    data = load_data(cfg.data, cfg.student.unlabeled_csv)
     workers = max(1, min(cfg.execution.num_workers, os.cpu_count() or 1))
     source = open_cache(data, workers=workers) if writer.enabled else None
     distributed.barrier()
@@ -99,7 +99,9 @@ def _start_run(run: RunDir, cfg: RunConfig, data: DataBundle, writer: Writer) ->
         return
     write_json(run.metrics / CONFIG, {"format": CONFIG_FORMAT, "settings": settings,
                                       "run_key": stable_hash(settings), "flags": cfg.flags(),
-                                      "resolved": cfg.to_dict(), "split": data.split_decision.to_dict()})
+                                      "resolved": cfg.to_dict(), "split": data.split_decision.to_dict(),
+                                      "samples": {"labelled": len(data.labelled),
+                                                  "unlabeled": data.unlabeled_count}})
     write_json(run.metrics / ENVIRONMENT, environment())
     write_csv(run.metrics / SPLIT, data.split_table())
     write_csv(run.metrics / DATA_SUMMARY, data.summary().reset_index())  # for `firekd report`

@@ -35,7 +35,7 @@ from firekd.data.dataset import make_loader
 from firekd.data.transforms import PairedTransform
 from firekd.engine import distributed
 from firekd.engine.evaluation import evaluate_model
-from firekd.engine.loop import Member, fit_many
+from firekd.engine.loop import Member
 from firekd.engine.runtime import Runtime
 from firekd.keys import compression_settings
 from firekd.metrics.efficiency import cpu_threads
@@ -160,9 +160,7 @@ def finetune(run: SeedRun, models: dict[str, tuple[nn.Module, nn.Module | None]]
         task = make_task(run, model, variant, t, copy.deepcopy(projector)).to(run.rt.device)
         members[variant] = Member(task, fit_config(run, variant, kind="finetune",
                                                    epochs=run.cfg.compress.finetune_epochs))
-    loaders = run.loaders
-    results = fit_many(list(members.values()), loaders.train, loaders.val, run.rt, loaders.start_epoch)
-    return dict(zip(members, results, strict=True))
+    return run.fit_variants(members)
 
 
 def _finish_pruned(run: SeedRun, student: StudentResult, model: nn.Module, report, result) -> ModelResult:

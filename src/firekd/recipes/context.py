@@ -17,9 +17,10 @@ from firekd.data.dataset import make_loader
 from firekd.data.transforms import PairedTransform
 from firekd.engine import distributed
 from firekd.engine.evaluation import Evaluation
-from firekd.engine.loop import epoch_seed
+from firekd.engine.loop import FitResult, Member, epoch_seed, fit_many
 from firekd.engine.runtime import Runtime, resolve_device
 from firekd.io import Writer
+from firekd.kd.variants import uses_teacher
 from firekd.recipes.data import DataBundle
 from firekd.rundir import PROJECTOR
 
@@ -28,20 +29,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Loaders:
-    train: torch.utils.data.DataLoader
+    train: torch.utils.data.DataLoader  # the labelled training pairs
+    train_kd: torch.utils.data.DataLoader  # and the unlabelled ones: the KD students' training set
     val: torch.utils.data.DataLoader
     test: torch.utils.data.DataLoader
-    shuffle: torch.Generator  # the train sampler's own generator
+    shuffle: torch.Generator  # the train samplers' own generator
     augment: PairedTransform  # the train transform (in the workers, or on the device)
     seed: int
+
+    def train_for(self, variant: str) -> torch.utils.data.DataLoader:
+        """The control (and any variant without a teacher) trains on labelled pairs alone."""
+        return self.train_kd if uses_teacher(variant) else self.train
 
     def start_epoch(self, epoch: int) -> None:
         """Epoch k's data: its shuffle order and augmented views depend on (seed, k) alone, not on
         a resume or on the number of loader workers."""
         self.shuffle.manual_seed(epoch_seed(self.seed, epoch, "shuffle"))
         self.augment.set_epoch(epoch)
-        if hasattr(self.train.sampler, "set_epoch"):  # DistributedSampler: reshuffle per epoch
-            self.train.sampler.set_epoch(epoch)
+        for loader in (self.train, self.train_kd):
+            if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler: reshuffle per epoch
+                loader.sampler.set_epoch(epoch)
 
 
 @dataclass
@@ -64,6 +71,23 @@ class SeedRun:
     def world_size(self) -> int:
         return distributed.info().world_size
 
+    def fit_variants(self, members: dict[str, Member]) -> dict[str, FitResult]:
+        """Train the members (one per loss variant) in lockstep, one pass per epoch over the same
+        batches; the KD students apart from the control when they also train on unlabelled pairs."""
+        groups: dict[int, list[str]] = {}
+        for variant in members:
+            groups.setdefault(id(self.loaders.train_for(variant)), []).append(variant)
+        results = {}
+        for variants in groups.values():
+            if len(variants) > 1:
+                log.info("%s (seed %d): trained in lockstep on the same batches", ", ".join(variants),
+                         self.seed)
+            loader = self.loaders.train_for(variants[0])
+            fitted = fit_many([members[v] for v in variants], loader, self.loaders.val, self.rt,
+                              self.loaders.start_epoch)
+            results.update(zip(variants, fitted, strict=True))
+        return {variant: results[variant] for variant in members}
+
 
 def seed_run(cfg: RunConfig, data: DataBundle, seed: int, writer: Writer) -> SeedRun:
     """Runtime and loaders for one seed. On CUDA the batch transform runs on the device."""
@@ -84,10 +108,14 @@ def seed_run(cfg: RunConfig, data: DataBundle, seed: int, writer: Writer) -> See
               "pin_memory": on_device}
     shuffle = torch.Generator().manual_seed(seed)
     datasets = {split: data.dataset(split) for split in ("train", "val", "test")}
+    if data.unlabeled_count:
+        datasets["train_kd"] = data.dataset("train", with_unlabeled=True)
     samplers = _distributed_samplers(datasets, seed)
+    train = {name: make_loader(datasets[name], train=True, generator=shuffle, sampler=samplers[name],
+                               transform=None if on_device else train_tf, **common)
+             for name in datasets if name.startswith("train")}
     loaders = Loaders(
-        train=make_loader(datasets["train"], train=True, generator=shuffle, sampler=samplers["train"],
-                          transform=None if on_device else train_tf, **common),
+        train=train["train"], train_kd=train.get("train_kd", train["train"]),
         val=make_loader(datasets["val"], train=False, sampler=samplers["val"],
                         transform=None if on_device else eval_tf, **common),
         test=make_loader(datasets["test"], train=False, sampler=samplers["test"],
@@ -106,7 +134,8 @@ def _distributed_samplers(datasets: dict, seed: int) -> dict:
     from torch.utils.data import DistributedSampler
 
     return {split: DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank,
-                                      shuffle=split == "train", seed=seed, drop_last=split == "train")
+                                      shuffle=split.startswith("train"), seed=seed,
+                                      drop_last=split.startswith("train"))
             for split, ds in datasets.items()}
 
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from firekd.config import DataConfig
 from firekd.data.cache import DecodedCache, build, cache_bytes, cache_key, verify
 from firekd.data.checks import FileReport, check_files, same_image_ids
-from firekd.data.csv import read_records
+from firekd.data.csv import read_records, read_unlabeled
 from firekd.data.dataset import FileSource, PairedDataset, SampleSource
 from firekd.data.images import IRSpec
 from firekd.data.splits import (
@@ -28,12 +28,14 @@ from firekd.data.splits import (
     split_records,
     straddling_images,
 )
+from firekd.data.unlabeled import check_unlabeled_files, drop_eval_overlap
 from firekd.diskspace import OutOfSpaceError, human_bytes
 from firekd.io import Writer, ensure_writable
 from firekd.keys import data_fingerprint
 from firekd.rundir import waiting
 
 log = logging.getLogger(__name__)
+UNLABELED = "unlabeled"  # the split_assigned of unlabelled pairs
 FREE_SHARE = 0.8  # the most of a disk's free space the decoded cache may take
 
 
@@ -42,7 +44,7 @@ class DataBundle:
     """Validated records with their split, and where decoded samples come from."""
 
     config: DataConfig
-    records: pd.DataFrame  # canonical columns + "split_assigned"
+    records: pd.DataFrame  # canonical columns + "split_assigned" (unlabelled pairs: "unlabeled")
     report: FileReport
     source: SampleSource | None = None  # the decoded cache once opened, else the files
     split_decision: SplitDecision | None = None  # which split was made and why
@@ -51,27 +53,46 @@ class DataBundle:
     def ir_spec(self) -> IRSpec:
         return self.report.ir
 
+    @property
+    def labelled(self) -> pd.DataFrame:
+        """The labelled pairs (the CSV's rows): what is split, summarised and recorded."""
+        return self.records[self.records["split_assigned"] != UNLABELED]
+
+    @property
+    def unlabeled_count(self) -> int:
+        return len(self.records) - len(self.labelled)
+
     def positions(self, split: str) -> np.ndarray:
         return np.nonzero(self.records["split_assigned"].to_numpy() == split)[0]
 
-    def dataset(self, split: str) -> PairedDataset:
+    def dataset(self, split: str, *, with_unlabeled: bool = False) -> PairedDataset:
+        """Samples of a split; the KD students' training set adds the unlabelled pairs (labels NaN)."""
         source = self.source or FileSource(self.records, self.config.img_size, self.ir_spec)
-        return PairedDataset(self.records, self.positions(split), source)
+        positions = self.positions(split)
+        if with_unlabeled:
+            positions = np.concatenate([positions, self.positions(UNLABELED)])
+        return PairedDataset(self.records, positions, source)
 
     def summary(self) -> pd.DataFrame:
-        """Counts per split (rows) and label combination (columns)."""
-        return split_summary(self.records["fire"], self.records["smoke"], self.records["split_assigned"])
+        """Counts per split (rows) and label combination (columns); unlabelled pairs in a row of
+        their own (their label columns empty)."""
+        labelled = self.labelled
+        table = split_summary(labelled["fire"], labelled["smoke"], labelled["split_assigned"])
+        if self.unlabeled_count:
+            table.loc[UNLABELED] = [pd.NA] * (len(table.columns) - 1) + [self.unlabeled_count]
+        return table
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the data a model was trained on: data settings, CSV content, IR decoding
-        and the split (`firekd.keys.data_fingerprint`)."""
+        """Identifies the labelled data a model was trained on: data settings, CSV content, IR
+        decoding and the split (`firekd.keys.data_fingerprint`). The unlabelled pairs enter the KD
+        students' key through --unlabeled_csv."""
         spec = self.ir_spec
-        split = self.records[["row", "split_assigned"]].to_numpy().tolist()
+        split = self.labelled[["row", "split_assigned"]].to_numpy().tolist()
         return data_fingerprint(self.config, ir=[spec.kind, spec.channels, spec.value_range], split=split)
 
     def split_table(self) -> pd.DataFrame:
-        return self.records[["row", "rgb_path", "split_assigned"]].rename(
+        return self.labelled[["row", "rgb_path", "split_assigned"]].rename(
             columns={"split_assigned": "split"})
 
 
@@ -85,8 +106,10 @@ def split_summary(fire, smoke, split) -> pd.DataFrame:
     return table
 
 
-def load_data(config: DataConfig) -> DataBundle:
-    """Read, validate and split; every problem ends in a DataError naming the file/row/flag."""
+def load_data(config: DataConfig, unlabeled_csv: str | None = None) -> DataBundle:
+    """Read, validate and split; every problem ends in a DataError naming the file/row/flag.
+    ``unlabeled_csv``: unlabelled pairs, validated like the labelled ones and added to the records
+    for the KD students' training set only (never to validation or test)."""
     records = read_records(config.csv, base_path=config.base_path, columns=config.columns,
                            require_ir=config.require_ir)
     records, report = check_files(records, csv_name=str(config.csv), skip_missing=config.skip_missing,
@@ -103,7 +126,19 @@ def load_data(config: DataConfig) -> DataBundle:
     log.info("data: %d samples from %s (IR: %s), split %s", len(records), Path(config.csv).name,
              describe_ir(report.ir), ", ".join(f"{s} {int((split == s).sum())}" for s in SPLITS))
     _log_split(decision, records)
+    if unlabeled_csv:
+        records = pd.concat([records, _unlabeled(unlabeled_csv, config, records, report)], ignore_index=True)
     return DataBundle(config, records, report, split_decision=decision)
+
+
+def _unlabeled(path: str, config: DataConfig, records: pd.DataFrame, report: FileReport) -> pd.DataFrame:
+    unl = read_unlabeled(path, columns=config.columns, require_ir=config.require_ir)
+    unl, _ = check_unlabeled_files(unl, labelled_ir=report.ir, csv_name=str(path),
+                                   skip_missing=config.skip_missing)
+    unl = drop_eval_overlap(unl, records, records["split_assigned"], csv_name=str(path))
+    log.info("data: %d unlabelled pairs from %s (for the KD students' training only: their KD terms; "
+             "teachers and the bce control never see them)", len(unl), Path(path).name)
+    return unl.assign(split_assigned=UNLABELED)
 
 
 def _log_split(decision: SplitDecision, records: pd.DataFrame) -> None:

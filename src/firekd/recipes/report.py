@@ -1,5 +1,7 @@
-"""`firekd report`: report.md and report.html over an output tree: data, configuration, results,
-statistical tests and the per-seed figures (linked relatively, or embedded in the HTML)."""
+"""`firekd report`: report.md and report.html over an output tree: the answer first (per teacher,
+the best KD student against the `bce` control, and F1 against CPU latency for every model), then
+data, configuration, results, statistical tests and the per-seed figures (linked relatively, or
+embedded in the HTML)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import pandas as pd
 from firekd.data.csv import ColumnNames, read_records
 from firekd.data.splits import SplitDecision
 from firekd.errors import FirekdError
-from firekd.io import read_json, write_text
+from firekd.io import read_json, save_figure, write_text
+from firekd.kd.variants import CONTROL
 from firekd.recipes.compare import (
     Comparison,
     Run,
@@ -25,7 +28,8 @@ from firekd.recipes.compare import (
 )
 from firekd.recipes.data import split_summary
 from firekd.reporting import document as doc
-from firekd.reporting.tables import display_table
+from firekd.reporting import plots
+from firekd.reporting.tables import best_against_control, display_table, shared_teacher_rows
 from firekd.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,11 @@ def write_report(output: str | Path, teacher: str | None = None, *, embed: bool 
     cmp = compare(output, teacher)
     folder = Path(out_dir) if out_dir else output / "report" / (cmp.runs[0].teacher if teacher else "all")
     files = write_comparison(cmp, folder)
+    teachers = ", ".join(dict.fromkeys(r.teacher for r in cmp.runs))
+    figure = plots.f1_latency(shared_teacher_rows(cmp.summary), f"F1 macro against CPU latency ({teachers})")
+    if figure is not None:
+        files["f1_latency"] = folder / "f1_latency.png"
+        save_figure(files["f1_latency"], figure)
     blocks = build_blocks(output, cmp, folder, files)
     title = f"firekd report: {output.resolve().name}" + (f" ({teacher})" if teacher else "")
     files["markdown"] = folder / "report.md"
@@ -65,6 +74,7 @@ def write_report(output: str | Path, teacher: str | None = None, *, embed: bool 
 def build_blocks(output: Path, cmp: Comparison, folder: Path, files: dict[str, Path]) -> list:
     rel = lambda p: Path(os.path.relpath(p, folder)).as_posix()  # noqa: E731
     blocks: list = [doc.Heading(f"firekd report: {output.resolve().name}", 1), doc.Para(_overview(cmp))]
+    blocks += _answer_section(cmp, rel(files["f1_latency"]) if "f1_latency" in files else None)
     blocks += _data_section(cmp.runs)
     blocks += _config_section(cmp.runs)
     blocks += _results_section(cmp, rel(files["bars"]), rel(files["table"]))
@@ -82,6 +92,73 @@ def _overview(cmp: Comparison) -> str:
             f"{', '.join(dict.fromkeys(r.teacher for r in cmp.runs))}; loss variants "
             f"{', '.join(dict.fromkeys(r.variant for r in cmp.runs))}; seeds {', '.join(map(str, seeds))}. "
             "All metrics are on the test split, at per-label thresholds tuned on validation.")
+
+
+# --- the answer ----------------------------------------------------------------------------------
+
+def _answer_section(cmp: Comparison, figure: str | None) -> list:
+    best = best_against_control(cmp.summary, cmp.tests)
+    blocks: list = [
+        doc.Heading("What distillation buys"),
+        doc.Para("Per teacher, the KD variant whose student has the best mean test F1 macro, against the "
+                 f"`{CONTROL}` control (the same student trained on the labels alone, no teacher). The "
+                 "difference is paired by seed (mean of the per-seed differences over the seeds both have) "
+                 "with its 95% t-interval; p is the two-sided paired t-test's, Holm-adjusted over all "
+                 "comparisons of that teacher, which also covers picking the best of several variants. "
+                 "The loss variants of a (teacher, seed) train in lockstep on the same batches, one "
+                 "teacher pass per batch, so paired by seed they differ only in their loss."),
+        doc.Bullets([_answer(row) for row in best.itertuples()]),
+    ]
+    if not best.empty:
+        blocks.append(doc.Table(_answer_table(best), "best KD student against the control, per teacher"))
+    if figure is None:
+        blocks.append(doc.Para("No figure of F1 against latency: no model has a CPU latency "
+                               "(`latency_ms_b1`) in its results."))
+    else:
+        blocks.append(doc.Figure(figure, "Test F1 macro against CPU latency at batch 1 for every model "
+                                         "(teacher once per teacher; student, quantized and pruned "
+                                         "student per loss variant): the deployment trade-off"))
+    return blocks
+
+
+def _answer(row) -> str:
+    head = f"{row.teacher}: "
+    if pd.isna(row.variant):  # pandas stores the missing name as NaN
+        return head + f"no KD variant has student results (only the `{CONTROL}` control)."
+    best = f"best KD student `{row.variant}`, F1 macro {row.mean:.4f} (n = {row.n})"
+    if row.control_n == 0:
+        return head + best + f"; no `{CONTROL}` control run, so what distillation adds is not measured " \
+                             f"(train the `{CONTROL}` variant too)."
+    versus = f"{head}{best} against {row.control_mean:.4f} for the `{CONTROL}` control"
+    if row.pairs == 0:
+        return versus + ": no seed in common, no paired comparison."
+    diff = f"difference {row.mean_diff:+.4f}"
+    if pd.notna(row.diff_ci_low):
+        diff += f" [95% CI {row.diff_ci_low:+.4f}, {row.diff_ci_high:+.4f}]"
+    if pd.isna(row.p_ttest):
+        return f"{versus}: {diff} over {row.pairs} seed(s); no t-test is possible ({row.note or 'n/a'})."
+    test = f"paired t-test p = {row.p_ttest:.3g} (Holm {row.p_ttest_holm:.3g}), {row.pairs} seeds"
+    if row.p_ttest_holm < 0.05:
+        verdict = "distillation helps" if row.mean_diff > 0 else "the control is better"
+        verdict += ", significant at 0.05 after Holm"
+    else:
+        verdict = "not significant at 0.05 after Holm (with few seeds a large p is no evidence of no effect)"
+    return f"{versus}: {diff}, {test}: {verdict}."
+
+
+def _answer_table(best: pd.DataFrame) -> pd.DataFrame:
+    fmt = lambda v, spec: "n/a" if pd.isna(v) else format(v, spec)  # noqa: E731
+    return pd.DataFrame({
+        "teacher": best["teacher"], "best KD variant": best["variant"].fillna("none"),
+        "F1 macro (best)": [fmt(v, ".4f") for v in best["mean"]],
+        f"F1 macro ({CONTROL})": [fmt(v, ".4f") for v in best["control_mean"]],
+        "difference [95% CI]": [
+            "n/a" if pd.isna(d) else f"{d:+.4f}" + ("" if pd.isna(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
+            for d, lo, hi in zip(best["mean_diff"], best["diff_ci_low"], best["diff_ci_high"], strict=True)],
+        "t-test p (Holm)": [fmt(p, ".3g") + ("" if pd.isna(h) else f" ({h:.3g})")
+                            for p, h in zip(best["p_ttest"], best["p_ttest_holm"], strict=True)],
+        "paired seeds": best["pairs"],
+    })
 
 
 # --- data and configuration --------------------------------------------------------------------
@@ -193,7 +270,9 @@ def _results_section(cmp: Comparison, bars: str, table_csv: str) -> list:
     return [
         doc.Heading("Results"),
         doc.Para("Mean ± sample standard deviation over seeds; 95% CI: t-interval over seeds (needs "
-                 f"n >= 2). Numbers behind the table: [{table_csv}]({table_csv})."),
+                 "n >= 2). Every variant of a seed distils from the same teacher, so the teacher has one "
+                 "row per teacher (several only where its runs differ). Numbers behind the table, one "
+                 f"row per run and model: [{table_csv}]({table_csv})."),
         doc.Table(display_table(cmp.summary)),
         doc.Figure(bars, "F1 on test per run and model: mean over seeds with 95% CI error bars"),
     ]

@@ -4,6 +4,8 @@ Every variant of a seed (and the ``bce`` control when it is due) trains in locks
 batches: each batch is loaded and augmented once, the frozen teacher runs once, and each student
 takes its own step with its own loss, optimizer, schedule, projector and early stopping
 (`firekd.engine.loop.fit_many`). Each student gets exactly what it would get trained alone.
+With unlabelled pairs (--unlabeled_csv) the KD students train on them too, so the control, which
+sees the labelled pairs alone, takes a pass of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 
 from firekd.checkpoints import load_model, load_payload
 from firekd.engine.evaluation import Evaluation, evaluate_model
-from firekd.engine.loop import FitConfig, Member, fit_many
+from firekd.engine.loop import FitConfig, Member
 from firekd.io import read_json
 from firekd.kd.distiller import Distiller, Supervised
 from firekd.kd.variants import uses_teacher, variant_weights
@@ -76,13 +78,8 @@ def train_students(run: SeedRun, folders: dict[str, SeedDirs],
             out[variant] = finished
         else:
             todo[variant] = _member(run, variant, dirs, t, settings[variant])
-    if len(todo) > 1:
-        log.info("students %s (seed %d): trained in lockstep on the same batches",
-                 ", ".join(todo), run.seed)
-    members = list(todo.values())
-    results = fit_many(members, run.loaders.train, run.loaders.val, run.rt, run.loaders.start_epoch)
-    for (variant, member), result in zip(todo.items(), results, strict=True):
-        out[variant] = _finish(run, variant, folders[variant], member, result, settings[variant])
+    for variant, result in run.fit_variants(todo).items():
+        out[variant] = _finish(run, variant, folders[variant], todo[variant], result, settings[variant])
     return {variant: out[variant] for variant in folders}
 
 

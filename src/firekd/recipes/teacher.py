@@ -67,7 +67,7 @@ def data_meta(data: DataBundle) -> dict:
     return {"csv": str(data.config.csv), "img_size": data.config.img_size,
             "ir_kind": spec.kind, "ir_channels": spec.channels,
             "ir_range": list(spec.value_range) if spec.value_range else None,
-            "split_digest": split_digest(data.records["row"], data.records["split_assigned"])}
+            "split_digest": split_digest(data.labelled["row"], data.labelled["split_assigned"])}
 
 
 def train_log(result, stage_settings: dict, precision: str) -> dict:

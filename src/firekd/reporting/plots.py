@@ -159,3 +159,47 @@ def _bars_with_ci(ax, x: np.ndarray, rows, metric: str, width: float, model: str
     has_ci = np.isfinite(low) & np.isfinite(high)  # no bar for n < 2 rather than a fake zero-width one
     ax.errorbar(x[has_ci], mean[has_ci], yerr=[mean[has_ci] - low[has_ci], high[has_ci] - mean[has_ci]],
                 fmt="none", ecolor="black", capsize=4, lw=1.2)
+
+
+# Model kind -> marker; the teacher is drawn once per teacher, in black.
+MODEL_MARKERS = {"teacher": "*", "student": "o", "student_quantized": "s", "student_pruned": "^"}
+
+
+def f1_latency(table, title: str, metric: str = "f1_macro"):
+    """The deployment trade-off: ``metric`` (mean over seeds, 95% CI bars) against CPU latency at
+    batch 1 (``latency_ms_b1``), one panel per teacher, a point per model and loss variant (marker:
+    model, colour: variant). Rows without both numbers are left out; None when no row has them."""
+    if "latency_ms_b1" not in table:
+        return None
+    rows = table[table[f"{metric}_mean"].notna() & table["latency_ms_b1"].notna()]
+    if rows.empty:
+        return None
+    teachers = list(dict.fromkeys(rows["teacher"]))
+    variants = list(dict.fromkeys(rows.loc[rows["model"] != "teacher", "variant"]))
+    colours = {v: f"C{i}" for i, v in enumerate(variants)}
+    fig, axes = plt.subplots(1, len(teachers), figsize=(5.6 * len(teachers) + 2.2, 4.6), squeeze=False,
+                             sharey=True)
+    for ax, teacher in zip(axes[0], teachers, strict=True):
+        for row in rows[rows["teacher"] == teacher].itertuples():
+            _latency_point(ax, row, metric, "black" if row.model == "teacher" else colours[row.variant])
+        span = rows["latency_ms_b1"]
+        if span.max() > 10 * span.min():  # teachers are often 10-100x slower than the student
+            ax.set_xscale("log")
+        ax.set(xlabel="CPU latency, batch 1 (ms, median)", title=teacher)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel(f"{metric.replace('f1_', 'F1 ')} (test)")
+    handles = [plt.Line2D([], [], ls="", marker=MODEL_MARKERS.get(m, "D"), color="grey", ms=8, label=m)
+               for m in dict.fromkeys(rows["model"])]
+    handles += [plt.Line2D([], [], ls="", marker="o", color=c, ms=8, label=v) for v, c in colours.items()]
+    fig.legend(handles=handles, title="model / loss variant", loc="upper left", bbox_to_anchor=(1.0, 0.9))
+    fig.suptitle(f"{title}\n(up and left is better; bars: 95% t-interval over seeds, none when n < 2)")
+    fig.tight_layout()
+    return fig
+
+
+def _latency_point(ax, row, metric: str, colour: str) -> None:
+    mean = getattr(row, f"{metric}_mean")
+    low, high = getattr(row, f"{metric}_ci_low"), getattr(row, f"{metric}_ci_high")
+    yerr = [[mean - low], [high - mean]] if np.isfinite(low) and np.isfinite(high) else None
+    ax.errorbar(row.latency_ms_b1, mean, yerr=yerr, fmt=MODEL_MARKERS.get(row.model, "D"), color=colour,
+                ms=12 if row.model == "teacher" else 8, capsize=3, markeredgecolor="black", lw=1)

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from firekd.kd.variants import VARIANTS
+from firekd.kd.variants import CONTROL, VARIANTS
 
 F1_METRICS = ("f1_macro", "f1_fire", "f1_smoke")
 # (key, column title, format): shown only when some model has them
@@ -55,6 +55,45 @@ def summary_frame(results: dict[str, dict], metrics=F1_METRICS) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def best_against_control(summary: pd.DataFrame, tests: pd.DataFrame, *, model: str = "student",
+                         metric: str = "f1_macro") -> pd.DataFrame:
+    """Per teacher, the KD variant with the highest mean ``metric`` for ``model`` against the `bce`
+    control: both means, the paired difference with its 95% CI, the t-test p and its Holm-adjusted
+    value (from `compare.seed_tests`' frame; NaN where there is no control or too few seeds).
+    Choosing the best of several is covered by Holm: it adjusts over all of the teacher's comparisons."""
+    rows = []
+    mine = summary[summary["model"] == model] if not summary.empty else summary
+    for teacher in dict.fromkeys(summary["teacher"]) if not summary.empty else []:
+        runs = mine[mine["teacher"] == teacher]
+        kd = runs[(runs["variant"] != CONTROL) & runs[f"{metric}_mean"].notna()]
+        control = runs[runs["variant"] == CONTROL]
+        row = {"teacher": teacher, "variant": None, "mean": math.nan, "n": 0,
+               "control_mean": control[f"{metric}_mean"].iloc[0] if len(control) else math.nan,
+               "control_n": int(control["n"].iloc[0]) if len(control) else 0, "pairs": 0,
+               "mean_diff": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
+               "p_ttest": math.nan, "p_ttest_holm": math.nan, "note": ""}
+        if not kd.empty:
+            best = kd.loc[kd[f"{metric}_mean"].idxmax()]  # first in the spec's order on a tie
+            row.update(variant=best["variant"], mean=best[f"{metric}_mean"], n=int(best["n"]))
+            row.update(_test_against_control(tests, teacher, best["variant"], model, metric))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _test_against_control(tests: pd.DataFrame, teacher: str, variant: str, model: str,
+                          metric: str) -> dict:
+    if tests.empty:
+        return {}
+    hit = tests[(tests["teacher"] == teacher) & (tests["model"] == model) & (tests["metric"] == metric)
+                & (tests["a"] == variant) & (tests["b"] == CONTROL)]
+    if hit.empty:
+        return {}
+    test = hit.iloc[0]
+    return {"pairs": int(test["n"]), "note": test["note"] if isinstance(test["note"], str) else "",
+            **{k: _num(test[k]) for k in ("mean_diff", "diff_ci_low", "diff_ci_high", "p_ttest",
+                                          "p_ttest_holm")}}
+
+
 def _model_cells(model: dict, metrics) -> dict:
     cells = {"n": max((s.get("n", 0) for s in model.values()), default=0)}
     for metric in metrics:
@@ -71,8 +110,33 @@ def _num(value) -> float:
     return float(value) if value is not None else math.nan
 
 
-def display_table(frame: pd.DataFrame, metrics=F1_METRICS, *, ci: bool = True) -> pd.DataFrame:
-    """Human-readable cells: 'mean ± std' and '[low, high]' per metric, efficiency when present."""
+def shared_teacher_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The summary with one teacher row per teacher: every variant of a seed distils from the same
+    teacher, so its rows repeat. The kept row's variant reads "(shared)"; teacher rows that differ
+    (other seeds, a retrained teacher) all stay, each naming the variants it belongs to."""
+    teachers = frame[frame["model"] == "teacher"] if not frame.empty else frame
+    if teachers.empty:
+        return frame
+    values = [c for c in frame.columns if c not in ("run", "variant")]
+    key = pd.util.hash_pandas_object(teachers[values], index=False)  # equal rows (NaN too): equal keys
+    label = {}
+    for _, same_teacher in key.groupby(teachers["teacher"], sort=False):
+        distinct = same_teacher.unique()
+        for k in distinct:
+            names = teachers.loc[same_teacher.index[same_teacher == k], "variant"].tolist()
+            label[k] = "(shared)" if len(distinct) == 1 and len(names) > 1 else ", ".join(names)
+    first = key.index[~key.duplicated()]
+    kept = frame.drop(index=key.index[key.duplicated()])
+    kept.loc[first, "variant"] = [label[k] for k in key[first]]
+    return kept.reset_index(drop=True)
+
+
+def display_table(frame: pd.DataFrame, metrics=F1_METRICS, *, ci: bool = True,
+                  one_teacher_row: bool = True) -> pd.DataFrame:
+    """Human-readable cells: 'mean ± std' and '[low, high]' per metric, efficiency when present;
+    teacher rows once per teacher (`shared_teacher_rows`) unless ``one_teacher_row`` is False."""
+    if one_teacher_row:
+        frame = shared_teacher_rows(frame)
     out = pd.DataFrame({"teacher": frame["teacher"], "variant": frame["variant"],
                         "model": frame["model"], "n": frame["n"].astype(int)})
     for metric in metrics:
