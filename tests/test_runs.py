@@ -153,3 +153,20 @@ def test_a_run_folder_of_an_earlier_firekd_is_read_and_not_mixed(data, tmp_path,
     code, _, err = run_cli(["train", "--csv", data, "--output", tmp_path, "--teacher", "resnet18",
                             "--variant", "bce", "--seeds", "1", *TINY], capsys)
     assert_one_line_error(code, err, r"made by an earlier firekd \(settings format 1\).*--overwrite")
+
+
+def test_an_untrained_teacher_keeps_its_initial_weights(data, tmp_path, capsys):
+    code, _, err = run_cli(["ablation", "--csv", data, "--output", tmp_path, "--teachers", "resnet18",
+                            "--seeds", "1", "--teacher_only", *TINY, "--epochs_teacher", "0"], capsys)
+    assert code == 0, err
+    store = next((tmp_path / "teachers" / "resnet18").glob("seed_1-*"))
+    log = json.loads((store / "teacher_train_log.json").read_text())
+    assert log["epochs"] == [] and (store / "teacher_best.pth").is_file()
+    from firekd.checkpoints import load_model
+    from firekd.models import create_teacher
+
+    torch.manual_seed(1)  # the seed's initialisation, untouched
+    fresh = create_teacher("resnet18", img_size=32, pretrained=False)
+    model, meta = load_model(store / "teacher_best.pth", kind="teacher")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    assert len(meta["thresholds"]) == 2

@@ -108,8 +108,10 @@ class OptimConfig:
 class TeacherConfig:
     """The teacher stage: an RGB+IR (or RGB) network trained on labels, once per teacher and seed."""
 
-    epochs: int = option(50, flag="--epochs_teacher", group="training", type=positive_int,
-                         help="maximum teacher epochs")
+    epochs: int = option(50, flag="--epochs_teacher", group="training", type=non_negative_int,
+                         help="maximum teacher epochs; 0 leaves the teacher as initialised (ImageNet "
+                              "weights, or random with --no_pretrained): a teacher that knows nothing, the "
+                              "negative control of distillation")
     lr: float = option(1e-4, flag="--lr_teacher", group="training", type=positive_float,
                        help="teacher peak learning rate")
     patience: int = option(10, flag="--patience_teacher", group="training", type=positive_int,

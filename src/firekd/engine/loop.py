@@ -213,7 +213,7 @@ class _Progress:
     def result(self) -> FitResult:
         """Restore the best weights (from the checkpointer after a resume) and report."""
         best = self.best_state
-        if best is None and self.member.checkpointer is not None:
+        if best is None and self.member.checkpointer is not None and self.history:
             best = self.member.checkpointer.load_best()
         for name, module in self.task.trained_modules().items():
             if best and name in best:

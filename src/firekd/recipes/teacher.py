@@ -164,9 +164,14 @@ def _train_teacher(run: SeedRun, name: str, settings: dict, store: Path, key: st
                             meta={"settings": settings, "data": data_meta(run.data)}, writer=run.writer)
     result = fit(task, run.loaders.train, run.loaders.val, fit_cfg, run.rt, ckpt, run.loaders.start_epoch,
                  on_epoch=tensorboard(cfg.execution.tensorboard and run.writer.enabled, store, "teacher"))
-    inputs = "RGB+IR" if cfg.teacher.modalities == "rgb+ir" else "RGB"
-    run.writer.figure(store / TEACHER_CURVES,
-                      lambda: training_curves(result.history, f"Teacher {name} ({inputs}) - seed {run.seed}"))
+    if result.history:
+        inputs = "RGB+IR" if cfg.teacher.modalities == "rgb+ir" else "RGB"
+        run.writer.figure(store / TEACHER_CURVES, lambda: training_curves(
+            result.history, f"Teacher {name} ({inputs}) - seed {run.seed}"))
+    else:  # --epochs_teacher 0: the initial weights are the teacher
+        log.info("teacher %s seed %d: not trained (--epochs_teacher 0), its initial weights are the teacher",
+                 name, run.seed)
+        ckpt.save_best({"model": model.state_dict()}, 0, float("nan"))
     evaluation = evaluate_model(model, run.loaders.val, run.loaders.test, run.rt)
     ckpt.finish(evaluation.thresholds)
     log_ = train_log(result, settings, run.rt.precision)
