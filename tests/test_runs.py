@@ -168,5 +168,6 @@ def test_an_untrained_teacher_keeps_its_initial_weights(data, tmp_path, capsys):
     torch.manual_seed(1)  # the seed's initialisation, untouched
     fresh = create_teacher("resnet18", img_size=32, pretrained=False)
     model, meta = load_model(store / "teacher_best.pth", kind="teacher")
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
     assert len(meta["thresholds"]) == 2
