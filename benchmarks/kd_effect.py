@@ -24,6 +24,7 @@ KD - control differences are paired on the very same control runs.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -113,6 +114,7 @@ def does_not_beat(r) -> str:
 def main() -> None:
     args = parse_args()
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kd_effect-"))
+    os.environ.setdefault("FIREKD_CACHE_DIR", str(root / "cache"))
     t_all = time.perf_counter()
     n = round(args.labelled / float(SPLIT[0]))
     few = root / "data_few"

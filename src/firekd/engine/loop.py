@@ -252,8 +252,9 @@ def fit_many(members: list[Member], train_loader, val_loader, rt: Runtime,
         with _out_of_memory(active, epoch, getattr(train_loader, "batch_size", None)):
             train = train_epoch(active, train_loader, rt, epoch)
             val = validate([p.task for p in active], [p.cfg for p in active], val_loader, rt)
+        seconds = round(time.perf_counter() - t0, 3)  # one pass: the same wall time for every member
         for p, record, t, v in zip(active, records, train, val, strict=True):
-            p.end_epoch({**record, **t, **v, "time_s": round(time.perf_counter() - t0, 3)})
+            p.end_epoch({**record, **t, **v, "time_s": seconds})
     return [p.result() for p in progress]
 
 
