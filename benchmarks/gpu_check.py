@@ -133,12 +133,23 @@ class Report:
         """Write gpu_check.json and gpu_check.md (each replaced whole); returns the markdown."""
         self.data["meta"]["elapsed_s"] = round(time.perf_counter() - self.t0, 1)
         markdown = render_markdown(self)
-        for path, text in ((self.path, json.dumps(self.data, indent=2, default=str) + "\n"),
+        for path, text in ((self.path, json.dumps(rounded(self.data), indent=2, default=str) + "\n"),
                            (self.path.with_suffix(".md"), markdown)):
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(text)
             tmp.replace(path)
         return markdown
+
+
+def rounded(value: Any) -> Any:
+    """Floats to 3 decimals, for a readable record."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v) for v in value]
+    return value
 
 
 @dataclass
