@@ -71,6 +71,7 @@ ALL_VARIANTS = (*KD_VARIANTS, "bce")
 SMOKE_VARIANTS = (KD_VARIANT, "bce")  # every loss term and the control: half the smoke's ablation time
 TARGET_RATIO = 0.9
 CUDA_ONLY = "n/a (CUDA only)"
+NO_DATA = "n/a (no data: see section data)"
 SYNC_MESSAGE = "called a synchronizing"
 SECTIONS = ("environment", "data", "training", "kd", "syncs", "ablation")
 # optional packages the GPU machine may lack: what needs them
@@ -171,11 +172,19 @@ class Context:
     def log(self, message: str) -> None:
         log(self.budget, message)
 
+    def lacks(self, *packages: str) -> str | None:
+        """Why something cannot run here: n/a (the missing package and what needs it), or None."""
+        missing = [p for p in packages if p in self.missing]
+        if not missing:
+            return None
+        return f"n/a ({missing[0]} is missing; it is needed by {self.missing[missing[0]]})"
+
     def seed_run(self, batch: int):
         """The seed-run context (runtime, loaders) of firekd's recipes at this batch size."""
         if self.bundle is None:
-            reason = self.report.section("data").get("error", "section data did not run")
-            raise RuntimeError(f"no data: {reason}")
+            data = self.report.section("data")
+            why = data.get("reason") or data.get("error") or "section data did not run"
+            raise RuntimeError(f"no data: {why}")
         if batch not in self.runs:
             from firekd.config import ExecConfig, OptimConfig, RunConfig, TeacherConfig
             from firekd.io import Writer
@@ -188,11 +197,12 @@ class Context:
         return self.runs[batch]
 
 
-def run_section(ctx: Context, name: str, body: Callable[[dict], None], reserve_s: float = 0.0) -> None:
+def run_section(ctx: Context, name: str, body: Callable[[dict], None], reserve_s: float = 0.0,
+                needs: tuple[str, ...] = ()) -> None:
     """Run one section into its JSON entry: ok, error (recorded, the script goes on) or skipped
-    (when no more than ``reserve_s`` of the budget is left)."""
+    (when no more than ``reserve_s`` of the budget is left, or a package it ``needs`` is missing)."""
     entry = ctx.report.section(name)
-    reason = ctx.budget.skip_reason(reserve_s, name)
+    reason = ctx.lacks(*needs) or ctx.budget.skip_reason(reserve_s, name)
     if reason:
         entry.update(status="skipped", reason=reason)
         ctx.log(f"{name}: {reason}")
@@ -447,6 +457,10 @@ def measure_training(ctx: Context, name: str, model: nn.Module, batch: int) -> d
     anchor = ANCHORS.get(name)
     out.update(anchor_img_s=anchor,
                vs_anchor=out["model_only_img_s"] / anchor if anchor and ctx.cuda else None)
+    if ctx.bundle is None:
+        out.update(e2e_img_s=NO_DATA, ratio=NO_DATA)
+        out["peak_gib"] = peak_gib(rt)
+        return out
     try:
         loop = LoopRunner(task, ctx.seed_run(batch), weights, f"{name} end-to-end").rate(args.loop_steps)
     except torch.cuda.OutOfMemoryError:
@@ -537,6 +551,9 @@ def measure_models(ctx: Context) -> None:
         states = {m["status"] for m in entry["models"].values()}
         entry["status"] = ("error" if "error" in states else "ok" if states == {"ok"} else
                            "skipped" if states <= {"skipped"} else "partial")
+        if entry["status"] != "ok":
+            entry["reason"] = "; ".join(f"{name}: {m.get('error') or m.get('reason')}"
+                                        for name, m in entry["models"].items() if m["status"] != "ok")
         entry["time_s"] = round(time.perf_counter() - t0, 2)
     ctx.report.save()
 
@@ -583,6 +600,9 @@ def measure_teacher_kd(ctx: Context, name: str, teacher: nn.Module, sections: di
         sections["syncs"]["models"][name] = {"status": "skipped", "reason": "n/a: the KD step failed"}
         return
     task = held.pop("task")
+    if ctx.bundle is None:
+        sections["syncs"]["models"][name] = {"status": "skipped", "reason": NO_DATA}
+        return
     sync_notes: list[str] = []
     syncs = record(sections["syncs"]["models"], name, lambda: with_oom_retry(
         lambda b: measure_syncs(ctx, task, b, kd["kd_img_s"]), kd["batch"], sync_notes, release))
@@ -608,6 +628,9 @@ def ablation_argv(ctx: Context, csv: Path, folder: Path) -> tuple[list[str], lis
     if {"torchao", "torch_pruning"} & ctx.missing.keys():
         argv.append("--no_compress")
         notes.append("--no_compress: torchao or torch-pruning is missing")
+    if "tabulate" in ctx.missing:
+        notes.append("tabulate is missing: the ablation's closing table and firekd compare fail "
+                     "(after the results are written)")
     points = args.embed_points
     if points and {"umap", "pynndescent"} & ctx.missing.keys():
         points = 0
@@ -747,11 +770,12 @@ def render_markdown(report: Report) -> str:
     lines = [f"# firekd GPU check ({meta['mode']}, {meta['started']})", "",
              f"- device: {env.get('gpu', '-')} (capability {env.get('capability', '-')}), "
              f"torch {env.get('torch', '-')}, CUDA {env.get('cuda', '-')}, "
-             f"precision {env.get('precision', '-')}, channels_last {fmt(env.get('channels_last'))}",
-             f"- data: {data.get('pairs', '-')} synthetic pairs at {data.get('img_size', '-')} px: "
-             f"written in {fmt(data.get('synth_s'), 1)}s, decoded cache built in "
-             f"{fmt(data.get('cache_s'), 1)}s ({fmt(data.get('cache_pairs_per_s'))} pairs/s)",
-             f"- missing packages: {', '.join(env.get('missing', {})) or 'none'}", "",
+             f"precision {env.get('precision', '-')}, channels_last {fmt(env.get('channels_last'))}"]
+    if data.get("status") == "ok":
+        lines.append(f"- data: {data['pairs']} synthetic pairs at {data['img_size']} px: written in "
+                     f"{fmt(data['synth_s'], 1)}s, decoded cache {data['cache']} in "
+                     f"{fmt(data['cache_s'], 1)}s ({fmt(data['cache_pairs_per_s'])} pairs/s)")
+    lines += [f"- missing packages: {', '.join(env.get('missing', {})) or 'none'}", "",
              "| model | batch | model-only img/s | H200 anchor | vs anchor | end-to-end img/s | "
              f"e2e / model-only (target >= {TARGET_RATIO}) | peak GiB | KD step img/s | teacher share | "
              "KD / student-alone time | KD end-to-end img/s | KD e2e / KD step | syncs/step |",
@@ -761,7 +785,7 @@ def render_markdown(report: Report) -> str:
     abl_line = (f"- ablation: {abl.get('status', '-')}; firekd ablation rc {run.get('rc', '-')} in "
                 f"{run.get('wall_s', '-')}s, firekd compare rc {compare.get('rc', '-')}, "
                 f"compressed {fmt(abl.get('compressed'))}")
-    lines += ["", abl_line]
+    lines += ["", abl_line] if "ablation" in abl else [""]
     for name in SECTIONS:
         entry = s.get(name, {})
         if entry.get("status") not in ("ok", None):
@@ -819,11 +843,12 @@ def main(argv: list[str] | None = None) -> int:
         ctx.log("warning: no CUDA device; measuring on the CPU (the budget skips what does not fit)")
     try:
         run_section(ctx, "environment", lambda e: environment(ctx, e))
-        run_section(ctx, "data", lambda e: build_data(ctx, e))
+        run_section(ctx, "data", lambda e: build_data(ctx, e), needs=("filelock",))
         measure_models(ctx)
         ctx.runs.clear()  # the loaders' worker processes end before the ablation starts its own
         release()
-        run_section(ctx, "ablation", lambda e: ablation(ctx, e), reserve_s=args.min_ablation_s)
+        run_section(ctx, "ablation", lambda e: ablation(ctx, e), reserve_s=args.min_ablation_s,
+                    needs=("filelock",))
     finally:
         print("\n" + report.save(), flush=True)
         if not args.work_dir:
