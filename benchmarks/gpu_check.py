@@ -55,6 +55,7 @@ if (ROOT / "src" / "firekd").is_dir():  # measure the checkout this script belon
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from firekd.config import ExecConfig  # noqa: E402
 from firekd.engine.loop import FitConfig, make_optimizer, train_step  # noqa: E402
 from firekd.engine.runtime import Runtime, make_grad_scaler, resolve_device  # noqa: E402
 from firekd.kd.distiller import Distiller, Supervised  # noqa: E402
@@ -84,15 +85,19 @@ PACKAGES = {
     "pynndescent": "ablation: UMAP figures (with umap)",
 }
 MODEL_SUFFIXES = (".pth", ".pt", ".pt2", ".onnx")
+CPUS = os.cpu_count() or 1
+FIREKD_WORKERS = ExecConfig.__dataclass_fields__["num_workers"].default
+# workers: the loader's, firekd's default --num_workers (what a user gets); prep_workers: writing
+# the synthetic pairs and building the cache, which is preparation, not measured against anything
 GPU_DEFAULTS = {"device": "auto", "img_size": 224, "n": 4000, "batch": 64, "steps": 30, "warmup": 8,
-                "loop_steps": 60, "workers": min(8, os.cpu_count() or 1), "budget_s": 420.0,
-                "reserve_s": 180.0,
-                "ablation_epochs": 2, "latency_runs": 3, "embed_points": 300, "calibration_batches": 8,
-                "min_ablation_s": 60.0}
+                "loop_steps": 60, "workers": min(FIREKD_WORKERS, CPUS), "prep_workers": CPUS,
+                "budget_s": 420.0, "reserve_s": 180.0,
+                "ablation_n": 1200, "ablation_epochs": 2, "latency_runs": 0, "embed_points": 300,
+                "calibration_batches": 8, "min_ablation_s": 60.0}
 SMOKE_DEFAULTS = {"device": "cpu", "img_size": 32, "n": 64, "batch": 16, "steps": 2, "warmup": 1,
-                  "loop_steps": 1, "workers": 1, "budget_s": 150.0, "reserve_s": 0.0,
-                  "ablation_epochs": 1, "latency_runs": 0, "embed_points": 0, "calibration_batches": 1,
-                  "min_ablation_s": 5.0}
+                  "loop_steps": 1, "workers": 1, "prep_workers": 1, "budget_s": 150.0, "reserve_s": 0.0,
+                  "ablation_n": 64, "ablation_epochs": 1, "latency_runs": 0, "embed_points": 0,
+                  "calibration_batches": 1, "min_ablation_s": 5.0}
 
 
 # --- bookkeeping: clock, budget, report ---------------------------------------------------------
@@ -112,7 +117,7 @@ class Budget:
         if self.left() > reserve_s:
             return None
         kept = f", {reserve_s:.0f}s kept for {kept_for}" if reserve_s and kept_for else ""
-        return f"skipped: time budget ({self.elapsed():.0f}s of --budget_s {self.total_s:.0f}s used{kept})"
+        return f"time budget ({self.elapsed():.0f}s of --budget_s {self.total_s:.0f}s used{kept})"
 
 
 def log(budget: Budget, message: str) -> None:
@@ -186,7 +191,7 @@ class Context:
             why = data.get("reason") or data.get("error") or "section data did not run"
             raise RuntimeError(f"no data: {why}")
         if batch not in self.runs:
-            from firekd.config import ExecConfig, OptimConfig, RunConfig, TeacherConfig
+            from firekd.config import OptimConfig, RunConfig, TeacherConfig
             from firekd.io import Writer
             from firekd.recipes.context import seed_run
 
@@ -403,13 +408,13 @@ def build_data(ctx: Context, entry: dict) -> None:
 
     args, folder = ctx.args, ctx.work / "data"
     t0 = time.perf_counter()
-    write_synthetic(SynthConfig(n=args.n, size=args.img_size, seed=0), folder, workers=args.workers)
+    write_synthetic(SynthConfig(n=args.n, size=args.img_size, seed=0), folder, workers=args.prep_workers)
     t1 = time.perf_counter()
     config = DataConfig(csv=str(folder / "data.csv"), img_size=args.img_size,
                         cache_dir=str(ctx.work / "cache"))
     bundle = load_data(config)
     t2 = time.perf_counter()
-    bundle.source = open_cache(bundle, workers=args.workers)
+    bundle.source = open_cache(bundle, workers=args.prep_workers)
     t3 = time.perf_counter()
     counts = bundle.records["split_assigned"].value_counts().to_dict()
     entry.update(pairs=len(bundle.records), img_size=args.img_size,
@@ -440,23 +445,34 @@ def checkpointing(ctx: Context, name: str, batch: int) -> bool:
                              dtype=ctx.rt.amp_dtype or torch.float32)
 
 
+def teacher_memory(ctx: Context, name: str, model: nn.Module, batch: int) -> dict:
+    """firekd's training-memory estimate and its activation-checkpointing decision, applied to the
+    teacher; an estimator that fails is recorded, not fatal (the measurement goes on without it)."""
+    try:
+        checkpointed = checkpointing(ctx, name, batch)
+        estimate = estimate_teacher_memory(name, batch, ctx.args.img_size, ctx.rt.amp_dtype or torch.float32)
+    except Exception as exc:
+        model.set_grad_checkpointing(ctx.args.grad_checkpointing == "on")
+        why = f"n/a (estimate_teacher_memory: {type(exc).__name__}: {exc})"
+        return {"grad_checkpointing": ctx.args.grad_checkpointing == "on", "est_gib": why}
+    model.set_grad_checkpointing(checkpointed)
+    return {"grad_checkpointing": checkpointed, "est_gib": gib(estimate.training_bytes(checkpointed))}
+
+
 def measure_training(ctx: Context, name: str, model: nn.Module, batch: int) -> dict:
     """(a) model-only and (b) end-to-end img/s of one model's supervised training step."""
     args, rt = ctx.args, ctx.rt
     out: dict[str, Any] = {}
     if name != STUDENT:
-        estimate = estimate_teacher_memory(name, batch, args.img_size, rt.amp_dtype or torch.float32)
-        checkpointed = checkpointing(ctx, name, batch)
-        model.set_grad_checkpointing(checkpointed)
-        out.update(grad_checkpointing=checkpointed, est_gib=gib(estimate.training_bytes(checkpointed)))
+        out.update(teacher_memory(ctx, name, model, batch))
     task = Supervised(model).to(rt.device)
     weights = VARIANTS["bce"]
     reset_peak(rt)
     out["model_only_img_s"] = model_only_rate(task, rt, resident_batch(rt, batch, args.img_size), weights,
                                               args.steps, args.warmup)
     anchor = ANCHORS.get(name)
-    out.update(anchor_img_s=anchor,
-               vs_anchor=out["model_only_img_s"] / anchor if anchor and ctx.cuda else None)
+    comparable = anchor and ctx.cuda and args.img_size == 224  # the anchors: H200, 224 px, batch 64
+    out.update(anchor_img_s=anchor, vs_anchor=out["model_only_img_s"] / anchor if comparable else None)
     if ctx.bundle is None:
         out.update(e2e_img_s=NO_DATA, ratio=NO_DATA)
         out["peak_gib"] = peak_gib(rt)
@@ -523,7 +539,8 @@ def record(models: dict, name: str, measure: Callable[[], dict]) -> dict | None:
     try:
         result = measure()
     except Exception as exc:
-        models[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+        models[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(limit=8).splitlines()[-9:]}
         return None
     models[name] = {"status": "ok", **result}
     return result
@@ -597,7 +614,7 @@ def measure_teacher_kd(ctx: Context, name: str, teacher: nn.Module, sections: di
                 lambda: with_oom_retry(kd_at, ctx.args.batch, notes, release))
     sections["kd"]["models"][name]["notes"] = notes
     if kd is None:
-        sections["syncs"]["models"][name] = {"status": "skipped", "reason": "n/a: the KD step failed"}
+        sections["syncs"]["models"][name] = {"status": "skipped", "reason": "n/a (the KD step failed)"}
         return
     task = held.pop("task")
     if ctx.bundle is None:
@@ -711,11 +728,27 @@ def drop_model_files(folder: Path) -> int:
     return removed
 
 
+def ablation_csv(ctx: Context) -> Path:
+    """The first --ablation_n pairs of the synthetic data (the same image files)."""
+    csv = Path(ctx.bundle.config.csv)
+    table = ctx.bundle.records
+    if ctx.args.ablation_n >= len(table):
+        return csv
+    import pandas as pd
+
+    subset = pd.read_csv(csv).head(ctx.args.ablation_n)
+    path = csv.with_name("ablation.csv")
+    subset.to_csv(path, index=False)
+    return path
+
+
 def ablation(ctx: Context, entry: dict) -> None:
     if ctx.bundle is None:
         raise RuntimeError("no data (section data failed)")
     folder = ctx.out / "ablation"
-    argv, notes = ablation_argv(ctx, Path(ctx.bundle.config.csv), folder)
+    csv = ablation_csv(ctx)
+    entry["pairs"] = min(ctx.args.ablation_n, len(ctx.bundle.records))
+    argv, notes = ablation_argv(ctx, csv, folder)
     entry.update(command="firekd " + " ".join(argv), notes=notes)
     ctx.log(f"ablation: firekd {' '.join(argv)}; then firekd compare")
     entry.update(run_cli([argv, ["compare", str(folder)]], ctx.out / "ablation.log", ctx.budget.left()))
@@ -796,6 +829,17 @@ def render_markdown(report: Report) -> str:
 
 # --- main ---------------------------------------------------------------------------------------
 
+def canonical_teacher(name: str) -> str:
+    """The registry's name (aliases resolved, for the anchors); an unknown name is kept and fails
+    in its own row."""
+    from firekd.models import resolve_teacher_name
+
+    try:
+        return resolve_teacher_name(name)
+    except Exception:
+        return name
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out_dir", metavar="OUT_DIR",
@@ -820,6 +864,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.teachers is None:
         args.teachers = ["resnet18"] if args.smoke else list(SPEC_TEACHERS)
+    args.teachers = [canonical_teacher(name) for name in args.teachers]
     if args.ablation_variants is None:
         args.ablation_variants = list(SMOKE_VARIANTS if args.smoke else ALL_VARIANTS)
     return args
