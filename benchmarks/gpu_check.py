@@ -21,7 +21,19 @@ Sections, at 224 px on CUDA (bf16 autocast and channels_last as firekd's Runtime
 Ratios measured in one run are the point; absolute img/s are recorded next to the H200 anchors.
 A global time budget skips what no longer fits, each with its reason; sections never stop the
 script: an error is recorded and the next section runs. ``--smoke`` runs the same code on the CPU
-at 32 px with a handful of pairs and steps (CI: tests/test_gpu_check.py).
+at 32 px with a handful of pairs and steps (CI: tests/test_gpu_check.py). The exit code is 1 when
+a section ended in an error.
+
+On a GPU machine that lacks some of firekd's dependencies, bring their wheels (e.g. in build/wheels,
+made here with `pip download --no-deps -d build/wheels filelock tabulate torch-pruning umap-learn
+pynndescent "torchao==0.17.*"`) and run, from the checkout (its src/ is used, nothing to install):
+
+    pip install --no-deps --no-index build/wheels/*.whl; python benchmarks/gpu_check.py "$OUT/gpu_check"
+
+Without them the sections that need them are skipped or narrowed, with the reason in the JSON:
+filelock (firekd.rundir imports it): data, end-to-end, syncs and ablation; torchao/torch-pruning:
+the ablation without compression; umap-learn/pynndescent: without embedding figures; tabulate: the
+ablation's closing table and `firekd compare` fail after the results are written.
 """
 
 from __future__ import annotations
@@ -94,6 +106,19 @@ GPU_DEFAULTS = {"device": "auto", "img_size": 224, "n": 4000, "batch": 64, "step
                 "budget_s": 420.0, "reserve_s": 180.0,
                 "ablation_n": 1200, "ablation_epochs": 2, "latency_runs": 0, "embed_points": 300,
                 "calibration_batches": 8, "min_ablation_s": 60.0}
+HELP = {"device": "auto, cpu, cuda or cuda:N", "img_size": "image size in px", "n": "synthetic pairs written",
+        "batch": "batch size (halved on out-of-memory, noted)", "steps": "timed model-only steps",
+        "warmup": "untimed model-only steps before them",
+        "loop_steps": "timed end-to-end steps at least (whole epochs, after one warm-up epoch)",
+        "workers": "loader workers (firekd's --num_workers)",
+        "prep_workers": "processes writing the pairs and building the cache",
+        "budget_s": "seconds for the whole check; what no longer fits is skipped, with the reason",
+        "reserve_s": "seconds kept for the ablation while models are measured",
+        "ablation_n": "pairs the ablation uses (the first ones)",
+        "ablation_epochs": "its teacher and student epochs",
+        "latency_runs": "its --latency_runs", "embed_points": "its --max_embed_points",
+        "calibration_batches": "its --calibration_batches",
+        "min_ablation_s": "the ablation starts only with this much of the budget left"}
 SMOKE_DEFAULTS = {"device": "cpu", "img_size": 32, "n": 64, "batch": 16, "steps": 2, "warmup": 1,
                   "loop_steps": 1, "workers": 1, "prep_workers": 1, "budget_s": 150.0, "reserve_s": 0.0,
                   "ablation_n": 64, "ablation_epochs": 1, "latency_runs": 0, "embed_points": 0,
@@ -857,7 +882,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep_models", action="store_true", help="keep the ablation's checkpoints in OUT_DIR")
     for name, value in GPU_DEFAULTS.items():
         p.add_argument(f"--{name}", type=type(value), default=None,
-                       help=f"default: {value} (smoke: {SMOKE_DEFAULTS[name]})")
+                       help=f"{HELP[name]} (default: {value}; smoke: {SMOKE_DEFAULTS[name]})")
     args = p.parse_args(argv)
     for name, value in (SMOKE_DEFAULTS if args.smoke else GPU_DEFAULTS).items():
         if getattr(args, name) is None:
