@@ -15,8 +15,8 @@ Sections, at 224 px on CUDA (bf16 autocast and channels_last as firekd's Runtime
    alone: the teacher forward's share of a KD step;
 5. syncs: one epoch of the end-to-end KD loop under torch.cuda.set_sync_debug_mode("warn"),
    host syncs per step (by design only every log_every steps and at the epoch's end);
-6. ablation: `firekd ablation` to the end (one small teacher, the three KD variants and bce, one
-   seed, with compression) and `firekd compare` on its output.
+6. ablation: `firekd ablation` to the end (resnet18, the three KD variants and bce, one seed, with
+   compression; the smoke run: kl_contrastive_l2_bce and bce) and `firekd compare` on its output.
 
 Ratios measured in one run are the point; absolute img/s are recorded next to the H200 anchors.
 A global time budget skips what no longer fits, each with its reason; sections never stop the
@@ -28,7 +28,7 @@ On a GPU machine that lacks some of firekd's dependencies, bring their wheels (e
 made here with `pip download --no-deps -d build/wheels filelock tabulate torch-pruning umap-learn
 pynndescent "torchao==0.17.*"`) and run, from the checkout (its src/ is used, nothing to install):
 
-    pip install --no-deps --no-index build/wheels/*.whl; python benchmarks/gpu_check.py "$OUT/gpu_check"
+    python -m pip install --no-deps --no-index build/wheels/*.whl; python benchmarks/gpu_check.py "$OUT/gc"
 
 Without them the sections that need them are skipped or narrowed, with the reason in the JSON:
 filelock (firekd.rundir imports it): data, end-to-end, syncs and ablation; torchao/torch-pruning:
