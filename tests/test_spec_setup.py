@@ -36,3 +36,25 @@ def test_a_spec_script_runs_from_another_folder(script: str, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     for flag in ("--csv", "--base_path", "--output", "--epochs_teacher", "--seeds", "--prune_sparsity"):
         assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("script,teacher,variant", [("resnet-152/train_kd_kl_bce.py", "resnet152", "kl_bce"),
+                                                    ("swin-tiny/train_kd_kl_l2_bce.py", "swin_tiny", "kl_l2_bce")])
+def test_a_spec_scripts_help_names_its_own_fixed_teacher_and_variant(script, teacher, variant, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert text.startswith(f"usage: {Path(script).name}")
+    assert f"teacher {teacher} and loss variant {variant}, both fixed by this script" in text
+    assert "[--teacher TEACHER]" not in text and "[--variant" not in text  # not settable here
+
+
+def test_no_amp_is_spelt_both_ways():
+    from firekd.cli import build_parser
+
+    parser = build_parser()
+    base = ["train", "--csv", "x.csv"]
+    assert parser.parse_args(base).amp is True
+    assert parser.parse_args([*base, "--no_amp"]).amp is False
+    assert parser.parse_args([*base, "--no-amp"]).amp is False
