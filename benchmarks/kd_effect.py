@@ -47,14 +47,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", default=["1", "2", "3", "4", "5"])
     p.add_argument("--labelled", type=int, default=200, help="labelled training pairs (default: 200)")
     p.add_argument("--unlabeled", type=int, default=2000, help="unlabelled pairs (default: 2000)")
+    p.add_argument("--few_cue", type=float, default=0.0,
+                   help="RGB cue of hidden fires in the few-label settings (default: 0, none)")
     p.add_argument("--cue_labelled", type=int, default=1000,
                    help="labelled training pairs of the fully labelled cue setting (default: 1000)")
     p.add_argument("--cues", type=float, nargs="+", default=[0.0, 0.3, 1.0])
     p.add_argument("--settings", nargs="+", default=["positive", "negative", "rgb_teacher", "cue"],
                    choices=("positive", "negative", "rgb_teacher", "cue"))
     p.add_argument("--img_size", type=int, default=32)
-    p.add_argument("--epochs_teacher", type=int, default=30)
-    p.add_argument("--epochs_student", type=int, default=30)
+    p.add_argument("--epochs_teacher", type=int, default=100)
+    p.add_argument("--epochs_student", type=int, default=20)
     p.add_argument("--out", default=None, help="keep everything here (default: a temporary folder)")
     return p.parse_args()
 
@@ -65,7 +67,7 @@ def ablation(csv: Path, output: Path, args, *extra: str) -> float:
                    "--variants", *KD_VARIANTS, "bce", "--seeds", *args.seeds,
                    "--img_size", str(args.img_size),
                    "--no_pretrained", "--lr_teacher", "1e-3", "--epochs_teacher", str(args.epochs_teacher),
-                   "--epochs_student", str(args.epochs_student), "--patience_teacher", "10",
+                   "--epochs_student", str(args.epochs_student), "--patience_teacher", "20",
                    "--patience_student", "8", "--split_ratios", *SPLIT, "--batch_size", "64",
                    "--num_workers", "0", "--no_compress", "--max_embed_points", "0", "--latency_runs", "0",
                    *extra])
@@ -117,10 +119,10 @@ def main() -> None:
     os.environ.setdefault("FIREKD_CACHE_DIR", str(root / "cache"))
     t_all = time.perf_counter()
     n = round(args.labelled / float(SPLIT[0]))
-    few = root / "data_few"
+    few = root / f"data_few{args.labelled}_cue{args.few_cue:g}"
     if not (few / "data.csv").exists():
-        write_synthetic(SynthConfig(n=n, size=args.img_size, seed=0, unlabeled=args.unlabeled), few,
-                        workers=2)
+        write_synthetic(SynthConfig(n=n, size=args.img_size, seed=0, unlabeled=args.unlabeled,
+                                    rgb_cue=args.few_cue), few, workers=2)
     few_args = ("--unlabeled_csv", str(few / "unlabeled.csv"))
     times, tables = {}, {}
     if "positive" in args.settings:

@@ -307,6 +307,11 @@ def _section(md: str, heading: str) -> str:
 
 def test_report_starts_with_the_best_kd_student_against_the_control(tmp_path: Path):
     output = fabricate(tmp_path / "out", latency=True)
+    assert "in lockstep" not in _section(write_report(output)["markdown"].read_text(), "What distillation buys")
+    for run in (output / "metrics").iterdir():  # runs made in lockstep record it
+        teacher, variant = run.name.split("_", 1)
+        write_json(run / "config.json", {"format": 2, "settings": {"teacher": teacher, "variant": variant},
+                                         "flags": {"lockstep": "on"}})
     files = write_report(output)
     md = files["markdown"].read_text()
     assert re.findall(r"^## .*", md, flags=re.M)[0] == "## What distillation buys"
@@ -323,7 +328,7 @@ def test_report_starts_with_the_best_kd_student_against_the_control(tmp_path: Pa
                 f"t-test p = {p[('kl_l2_bce', 'bce')]:.3g} (Holm {adjusted:.3g}), 4 seeds: ")
     assert sentence in answer
     assert ("distillation helps, significant" if adjusted < 0.05 else "not significant") in answer
-    assert "train in lockstep on the same batches" in answer
+    assert "trained in lockstep on the same batches" in answer
     assert "![Test F1 macro against CPU latency" in answer
     assert_png_with_content(files["f1_latency"])
     # the results table: the shared teacher once, not once per KD variant; the CSV keeps every run's row

@@ -104,9 +104,10 @@ def _answer_section(cmp: Comparison, figure: str | None) -> list:
                  f"`{CONTROL}` control (the same student trained on the labels alone, no teacher). The "
                  "difference is paired by seed (mean of the per-seed differences over the seeds both have) "
                  "with its 95% t-interval; p is the two-sided paired t-test's, Holm-adjusted over all "
-                 "comparisons of that teacher, which also covers picking the best of several variants. "
-                 "The loss variants of a (teacher, seed) train in lockstep on the same batches, one "
-                 "teacher pass per batch, so paired by seed they differ only in their loss."),
+                 "comparisons of that teacher, which also covers picking the best of several variants."
+                 + (" The loss variants of a (teacher, seed) trained in lockstep on the same batches, one "
+                    "teacher pass per batch, so paired by seed they differ only in their loss."
+                    if all(_settings(r).get("lockstep") == "on" for r in cmp.runs) else "")),
         doc.Bullets([_answer(row) for row in best.itertuples()]),
     ]
     if not best.empty:
