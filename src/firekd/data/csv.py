@@ -172,6 +172,20 @@ def read_records(
     table = _read_table(csv_path)
     mapping = resolve_columns(list(table.columns), columns, csv_path)
     _require_ir(mapping, list(table.columns), csv_path, require_ir)
+    records = _image_records(table, mapping, base_path, csv_path)
+    for label in ("fire", "smoke"):
+        records[label] = parse_labels(table[mapping[label]], mapping[label], csv_path).to_numpy()
+    if "split" in mapping:
+        records["split"] = _parse_split(table[mapping["split"]], mapping["split"], csv_path).to_numpy()
+    if "group" in mapping:
+        records["group"] = table[mapping["group"]].str.strip().to_numpy()
+    _warn_duplicates(records, csv_path)
+    return records
+
+
+def _image_records(table: pd.DataFrame, mapping: dict[str, str], base_path: str | Path | None,
+                   csv_path: Path) -> pd.DataFrame:
+    """``row`` (the CSV line) and the absolute ``rgb_path`` and ``ir_path`` (None without IR)."""
     base = Path(base_path) if base_path is not None else csv_path.resolve().parent
     records = pd.DataFrame({"row": [line_number(i) for i in range(len(table))]})
     for column in ("rgb_path", "ir_path"):
@@ -180,13 +194,6 @@ def read_records(
             records[column] = paths.to_numpy()
     if "ir_path" not in mapping:
         records["ir_path"] = None
-    for label in ("fire", "smoke"):
-        records[label] = parse_labels(table[mapping[label]], mapping[label], csv_path).to_numpy()
-    if "split" in mapping:
-        records["split"] = _parse_split(table[mapping["split"]], mapping["split"], csv_path).to_numpy()
-    if "group" in mapping:
-        records["group"] = table[mapping["group"]].str.strip().to_numpy()
-    _warn_duplicates(records, csv_path)
     return records
 
 
@@ -215,14 +222,7 @@ def read_unlabeled(
     for label in ("fire", "smoke"):
         if label in mapping:
             _reject_labels(table[mapping[label]], mapping[label], csv_path)
-    base = Path(base_path) if base_path is not None else csv_path.resolve().parent
-    records = pd.DataFrame({"row": [line_number(i) for i in range(len(table))]})
-    for column in ("rgb_path", "ir_path"):
-        if column in mapping:
-            paths = _resolve_paths(table[mapping[column]], mapping[column], base, csv_path)
-            records[column] = paths.to_numpy()
-    if "ir_path" not in mapping:
-        records["ir_path"] = None
+    records = _image_records(table, mapping, base_path, csv_path)
     records["fire"] = records["smoke"] = float("nan")
     if "group" in mapping:
         records["group"] = table[mapping["group"]].str.strip().to_numpy()
