@@ -4,6 +4,7 @@ when damaged."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def test_a_changed_csv_or_image_selects_a_new_cache(synth_small: Path, tmp_path:
     assert open_cache(bigger).folder not in (first, second, third)  # another image size
 
 
-@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "no_meta"])
+@pytest.mark.parametrize("damage", ["bit_rot", "rewritten", "truncate", "no_meta"])
 def test_a_damaged_cache_is_detected_and_rebuilt(synth_small: Path, tmp_path: Path, caplog, damage: str):
     bundle = _bundle(synth_small / "data.csv", tmp_path)
     cache = open_cache(bundle)
@@ -74,10 +75,14 @@ def test_a_damaged_cache_is_detected_and_rebuilt(synth_small: Path, tmp_path: Pa
     folder = cache.folder
     del cache
     target = folder / "rgb.bin"
-    if damage == "flip_byte":
+    if damage in ("bit_rot", "rewritten"):
+        stat = target.stat()
         data = bytearray(target.read_bytes())
-        data[5 * 3 * 32 * 32 + 100] ^= 0xFF  # a pixel of sample 5
+        row = 0 if damage == "bit_rot" else 5  # the first row is always among the sampled CRCs
+        data[row * 3 * 32 * 32 + 100] ^= 0xFF
         target.write_bytes(bytes(data))
+        later = stat.st_mtime_ns + (10**9 if damage == "rewritten" else 0)  # bit rot keeps the time
+        os.utime(target, ns=(stat.st_atime_ns, later))
     elif damage == "truncate":
         target.write_bytes(target.read_bytes()[:1000])
     else:
