@@ -68,3 +68,23 @@ def test_a_distributed_rank_keeps_its_lone_partial_batch():
     assert len(loader) == 1
     whole = make_loader(samples, batch_size=64, train=True, transform=None)
     assert len(whole) == 1  # one process: 100 samples, the partial batch of 36 is dropped
+
+
+def test_evaluation_runs_outside_autocast():
+    """bf16 logits tie in the threshold search and in AUROC/AP: evaluation is fp32 on every device."""
+    from firekd.engine.loop import predict, validate
+
+    class NoAutocast(Runtime):
+        def autocast(self):
+            raise AssertionError("evaluation entered autocast")
+
+    model = create_student("firekd_student").eval()
+    batches = [(torch.randn(4, 3, 32, 32), torch.zeros(4, 0, 32, 32), torch.tensor([[1.0, 0.0]] * 4),
+                torch.arange(4))]
+    rt = NoAutocast(torch.device("cpu"))
+    assert predict(model, batches, rt).probs.dtype.name == "float32"
+    from firekd.kd.distiller import Supervised
+
+    cfg = FitConfig(kind="x", label="x", epochs=1, lr=0.1, weight_decay=0.0, patience=1, weights={"bce": 1.0},
+                    seed=0)
+    assert "val_f1_macro" in validate([Supervised(model)], [cfg], batches, rt)[0]

@@ -171,3 +171,18 @@ def test_an_untrained_teacher_keeps_its_initial_weights(data, tmp_path, capsys):
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values(),
                                                  strict=True))
     assert len(meta["thresholds"]) == 2
+
+
+def test_activation_checkpointing_trains_the_same_teacher(data, tmp_path, capsys):
+    from firekd.checkpoints import load_model
+
+    weights = {}
+    for mode in ("off", "on"):
+        code, _, err = run_cli(["ablation", "--csv", data, "--output", tmp_path / mode, "--teachers", "resnet18",
+                                "--seeds", "1", "--teacher_only", *TINY, "--grad_checkpointing", mode], capsys)
+        assert code == 0, err
+        assert ("activation checkpointing on" in err) == (mode == "on")
+        store = next((tmp_path / mode / "teachers" / "resnet18").glob("seed_1-*"))
+        weights[mode] = load_model(store / "teacher_best.pth", kind="teacher")[0].state_dict()
+    assert all(torch.allclose(weights["off"][k].float(), weights["on"][k].float(), atol=1e-5)
+               for k in weights["off"])

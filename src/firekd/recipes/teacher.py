@@ -103,15 +103,16 @@ def build_teacher(run: SeedRun, name: str) -> nn.Module:
                           pretrained_file=cfg.weights)
 
 
-def _checkpointing(run: SeedRun, name: str) -> bool:
+def grad_checkpointing(run: SeedRun, name: str) -> bool:
     """--grad_checkpointing: on, off, or auto (on when the plain training step would not fit)."""
     mode = run.cfg.teacher.grad_checkpointing
+    if mode == "on":
+        log.info("teacher %s: activation checkpointing on (--grad_checkpointing on)", name)
     if mode != "auto":
         return mode == "on"
     batch, size = run.cfg.optim.batch_size, run.data.config.img_size
-    dtype = run.rt.amp_dtype or torch.float32
     free = free_device_bytes(run.rt.device)
-    if not should_checkpoint(name, batch, size, free, dtype=dtype,
+    if not should_checkpoint(name, batch, size, free, dtype=run.rt.amp_dtype or torch.float32,
                              ir_channels=max(1, run.data.ir_spec.channels)):
         return False
     log.info("teacher %s: activation checkpointing on (batch %d at %d px would need more than 75%% of the "
@@ -153,7 +154,7 @@ def _train_teacher(run: SeedRun, name: str, settings: dict, store: Path, key: st
     cfg = run.cfg
     torch.manual_seed(run.seed)
     model = build_teacher(run, name)
-    if _checkpointing(run, name):  # before the weights reach the GPU: free memory as the run starts
+    if grad_checkpointing(run, name):  # before the weights reach the GPU: free memory as the run starts
         model.set_grad_checkpointing(True)
     model = run.rt.prepare_model(model, compile=cfg.execution.compile, sync_bn=cfg.optim.sync_bn)
     task = Supervised(model, pos_weight_for(cfg.optim.pos_weight, run.data)).to(run.rt.device)
