@@ -146,12 +146,14 @@ class StudentConfig:
                        help="student peak learning rate")
     patience: int = option(5, flag="--patience_student", group="training", type=positive_int,
                            help="student early-stopping patience in epochs")
+    # in the control's key too: its epochs are as long as the KD students' (labelled pairs repeated)
     unlabeled_csv: str | None = option(
-        None, group="data", content=True, kd_only=True, metavar="PAIRS.csv",
+        None, group="data", content=True, metavar="PAIRS.csv",
         help="unlabelled RGB+IR pairs (rgb_path,ir_path; label columns absent or empty; paths relative to "
              "this CSV's folder), validated like the labelled ones: the KD students also train on them "
-             "(KD terms on every sample, BCE on the labelled ones); teachers and the bce control never "
-             "see them, nor do validation and test")
+             "(KD terms on every sample, BCE on the labelled ones); teachers, validation and test never "
+             "see them, nor does the bce control, whose epochs repeat its labelled pairs (in new "
+             "augmented views) to as many steps as the KD students'")
     kd_temperature: float = option(4.0, group="distillation", type=positive_float, kd_only=True,
                                    help="distillation temperature T of the per-label binary KL")
     loss_weights: dict[str, float] = option(

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 class Loaders:
     train: torch.utils.data.DataLoader  # the labelled training pairs
     train_kd: torch.utils.data.DataLoader  # and the unlabelled ones: the KD students' training set
+    # the control's: the labelled pairs repeated (in new views) to as many steps per epoch as train_kd
+    train_control: torch.utils.data.DataLoader
     val: torch.utils.data.DataLoader
     test: torch.utils.data.DataLoader
     shuffle: torch.Generator  # the train samplers' own generator
@@ -39,14 +41,14 @@ class Loaders:
 
     def train_for(self, variant: str) -> torch.utils.data.DataLoader:
         """The control (and any variant without a teacher) trains on labelled pairs alone."""
-        return self.train_kd if uses_teacher(variant) else self.train
+        return self.train_kd if uses_teacher(variant) else self.train_control
 
     def start_epoch(self, epoch: int) -> None:
         """Epoch k's data: its shuffle order and augmented views depend on (seed, k) alone, not on
         a resume or on the number of loader workers."""
         self.shuffle.manual_seed(epoch_seed(self.seed, epoch, "shuffle"))
         self.augment.set_epoch(epoch)
-        for loader in (self.train, self.train_kd):
+        for loader in (self.train, self.train_kd, self.train_control):
             if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler: reshuffle per epoch
                 loader.sampler.set_epoch(epoch)
 
@@ -110,12 +112,18 @@ def seed_run(cfg: RunConfig, data: DataBundle, seed: int, writer: Writer) -> See
     datasets = {split: data.dataset(split) for split in ("train", "val", "test")}
     if data.unlabeled_count:
         datasets["train_kd"] = data.dataset("train", with_unlabeled=True)
+        repeat = round(len(datasets["train_kd"]) / len(datasets["train"]))
+        datasets["train_control"] = data.dataset("train", repeat=repeat)
+        log.info("bce control (seed %d): its %d labelled pairs %d times per epoch (in new views), as many "
+                 "steps as the KD students' %d labelled + unlabelled pairs", seed, len(datasets["train"]),
+                 repeat, len(datasets["train_kd"]))
     samplers = _distributed_samplers(datasets, seed)
     train = {name: make_loader(datasets[name], train=True, generator=shuffle, sampler=samplers[name],
                                transform=None if on_device else train_tf, **common)
              for name in datasets if name.startswith("train")}
     loaders = Loaders(
         train=train["train"], train_kd=train.get("train_kd", train["train"]),
+        train_control=train.get("train_control", train["train"]),
         val=make_loader(datasets["val"], train=False, sampler=samplers["val"],
                         transform=None if on_device else eval_tf, **common),
         test=make_loader(datasets["test"], train=False, sampler=samplers["test"],

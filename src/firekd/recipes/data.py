@@ -65,13 +65,14 @@ class DataBundle:
     def positions(self, split: str) -> np.ndarray:
         return np.nonzero(self.records["split_assigned"].to_numpy() == split)[0]
 
-    def dataset(self, split: str, *, with_unlabeled: bool = False) -> PairedDataset:
-        """Samples of a split; the KD students' training set adds the unlabelled pairs (labels NaN)."""
+    def dataset(self, split: str, *, with_unlabeled: bool = False, repeat: int = 1) -> PairedDataset:
+        """Samples of a split; the KD students' training set adds the unlabelled pairs (labels NaN).
+        ``repeat``: every sample k times per epoch, each time in another augmented view."""
         source = self.source or FileSource(self.records, self.config.img_size, self.ir_spec)
         positions = self.positions(split)
         if with_unlabeled:
             positions = np.concatenate([positions, self.positions(UNLABELED)])
-        return PairedDataset(self.records, positions, source)
+        return PairedDataset(self.records, np.tile(positions, repeat), source)
 
     def summary(self) -> pd.DataFrame:
         """Counts per split (rows) and label combination (columns); unlabelled pairs in a row of
