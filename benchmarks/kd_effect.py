@@ -39,13 +39,14 @@ from firekd.kd.variants import KD_VARIANTS
 from firekd.recipes.compare import compare
 from firekd.recipes.synth import write_synthetic
 
-SPLIT = ("0.4", "0.2", "0.4")  # few training labels, a test split large enough to measure on
+FEW_SPLIT = ("0.1", "0.2", "0.7")  # few training labels; validation and test large enough to measure on
+FULL_SPLIT = ("0.7", "0.15", "0.15")
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", nargs="+", default=["1", "2", "3", "4", "5"])
-    p.add_argument("--labelled", type=int, default=200, help="labelled training pairs (default: 200)")
+    p.add_argument("--labelled", type=int, default=50, help="labelled training pairs (default: 50)")
     p.add_argument("--unlabeled", type=int, default=2000, help="unlabelled pairs (default: 2000)")
     p.add_argument("--few_cue", type=float, default=0.0,
                    help="RGB cue of hidden fires in the few-label settings (default: 0, none)")
@@ -55,20 +56,20 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--settings", nargs="+", default=["positive", "negative", "rgb_teacher", "cue"],
                    choices=("positive", "negative", "rgb_teacher", "cue"))
     p.add_argument("--img_size", type=int, default=32)
-    p.add_argument("--epochs_teacher", type=int, default=100)
+    p.add_argument("--epochs_teacher", type=int, default=200)
     p.add_argument("--epochs_student", type=int, default=20)
     p.add_argument("--out", default=None, help="keep everything here (default: a temporary folder)")
     return p.parse_args()
 
 
-def ablation(csv: Path, output: Path, args, *extra: str) -> float:
+def ablation(csv: Path, output: Path, args, split: tuple[str, str, str], *extra: str) -> float:
     t0 = time.perf_counter()
     code = firekd(["ablation", "--csv", str(csv), "--output", str(output), "--teachers", "resnet18",
                    "--variants", *KD_VARIANTS, "bce", "--seeds", *args.seeds,
                    "--img_size", str(args.img_size),
                    "--no_pretrained", "--lr_teacher", "1e-3", "--epochs_teacher", str(args.epochs_teacher),
                    "--epochs_student", str(args.epochs_student), "--patience_teacher", "20",
-                   "--patience_student", "8", "--split_ratios", *SPLIT, "--batch_size", "64",
+                   "--patience_student", "8", "--split_ratios", *split, "--batch_size", "64",
                    "--num_workers", "0", "--no_compress", "--max_embed_points", "0", "--latency_runs", "0",
                    *extra])
     assert code == 0, f"firekd ablation failed ({code})"
@@ -118,7 +119,7 @@ def main() -> None:
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kd_effect-"))
     os.environ.setdefault("FIREKD_CACHE_DIR", str(root / "cache"))
     t_all = time.perf_counter()
-    n = round(args.labelled / float(SPLIT[0]))
+    n = round(args.labelled / float(FEW_SPLIT[0]))
     few = root / f"data_few{args.labelled}_cue{args.few_cue:g}"
     if not (few / "data.csv").exists():
         write_synthetic(SynthConfig(n=n, size=args.img_size, seed=0, unlabeled=args.unlabeled,
@@ -126,7 +127,7 @@ def main() -> None:
     few_args = ("--unlabeled_csv", str(few / "unlabeled.csv"))
     times, tables = {}, {}
     if "positive" in args.settings:
-        times["positive"] = ablation(few / "data.csv", root / "positive", args, *few_args)
+        times["positive"] = ablation(few / "data.csv", root / "positive", args, FEW_SPLIT, *few_args)
         tables["positive"] = effects(root / "positive")
     variations = {"negative": ("--epochs_teacher", "0"), "rgb_teacher": ("--teacher_modalities", "rgb")}
     for name, extra in variations.items():
@@ -134,18 +135,19 @@ def main() -> None:
             continue
         if (root / "positive" / "controls").exists() and not (root / name).exists():
             shutil.copytree(root / "positive" / "controls", root / name / "controls")  # the same control runs
-        times[name] = ablation(few / "data.csv", root / name, args, *few_args, *extra)
+        times[name] = ablation(few / "data.csv", root / name, args, FEW_SPLIT, *few_args, *extra)
         tables[name] = effects(root / name)
     if "cue" in args.settings:
         for cue in args.cues:
             data = root / f"data_cue{cue:g}"
             if not (data / "data.csv").exists():
-                write_synthetic(SynthConfig(n=round(args.cue_labelled / float(SPLIT[0])), size=args.img_size,
-                                            seed=0, rgb_cue=cue), data, workers=2)
-            times[f"cue {cue:g}"] = ablation(data / "data.csv", root / f"cue{cue:g}", args)
+                write_synthetic(SynthConfig(n=round(args.cue_labelled / float(FULL_SPLIT[0])),
+                                            size=args.img_size, seed=0, rgb_cue=cue), data, workers=2)
+            times[f"cue {cue:g}"] = ablation(data / "data.csv", root / f"cue{cue:g}", args, FULL_SPLIT)
             tables[f"cue {cue:g}"] = effects(root / f"cue{cue:g}")
     print(f"\nkd_effect: resnet18 teacher (from scratch), {args.img_size} px, seeds {' '.join(args.seeds)}, "
-          f"split {'/'.join(SPLIT)}, epochs teacher/student {args.epochs_teacher}/{args.epochs_student}; "
+          f"split {'/'.join(FEW_SPLIT)} (cue settings {'/'.join(FULL_SPLIT)}), epochs teacher/student "
+          f"{args.epochs_teacher}/{args.epochs_student}; "
           "student F1 macro on test, paired by seed (t-interval of the mean difference; d_z = mean / sd "
           "of the per-seed differences)")
     titles = {"positive": (f"positive control: {args.labelled} labelled + {args.unlabeled} unlabelled pairs, "
@@ -154,8 +156,8 @@ def main() -> None:
                            does_not_beat),
               "rgb_teacher": ("what IR adds: the positive setting with an RGB-only teacher", None)}
     for name, frame in tables.items():
-        title, verdict = titles.get(name, (f"fully labelled ({args.cue_labelled} training pairs), RGB cue "
-                                           f"strength {name.split()[1]}", None))
+        title, verdict = titles[name] if name in titles else (
+            f"fully labelled ({args.cue_labelled} training pairs), RGB cue strength {name.split()[1]}", None)
         show(title, frame, verdict)
     if "positive" in tables and "rgb_teacher" in tables:
         both = tables["positive"].merge(tables["rgb_teacher"], on="variant", suffixes=("_ir", "_rgb"))
