@@ -3,15 +3,18 @@
     python benchmarks/kd_effect.py [--seeds 1 2 3 4 5] [--labelled 200] [--unlabeled 2000]
         [--settings positive negative rgb_teacher cue] [--cues 0 0.3 1] [--out DIR]
 
-On the synthetic RGB+IR set (32 px), every setting runs `firekd ablation` (resnet18 teacher from
-scratch, the three KD variants and the bce control) over the same seeds and compares each KD
-variant with the control, paired by seed, with `firekd compare`'s tests:
+On the synthetic RGB+IR set (32 px), every setting runs `firekd ablation` (a resnet18 teacher, the
+three KD variants and the bce control) over the same seeds and compares each KD variant with the
+control, paired by seed, with `firekd compare`'s tests. Teachers in practice start from ImageNet
+weights, which cannot be had offline: here the teacher's backbone is first trained on a disjoint
+labelled synthetic set (RGB only, its own seed) and handed over with --teacher_weights, as a local
+ImageNet file would be; the student starts from scratch, as firekd's students do.
 
 - positive: few labels (--labelled training pairs) plus many unlabelled pairs (--unlabeled_csv):
   the teacher's soft labels are the only way the student can use them. Target: every KD variant
   beats the control by >= +0.05 F1 macro, paired t-test p < 0.05.
-- negative: the same with a teacher that knows nothing (--epochs_teacher 0: its random
-  initialisation). Target: no KD variant beats the control.
+- negative: the same with a teacher that knows nothing (random weights, --epochs_teacher 0).
+  Target: no KD variant beats the control.
 - rgb_teacher: the positive setting with an RGB-only teacher: what the extra images give without
   the teacher's infrared view.
 - cue: fully labelled, a hidden fire leaves a faint glow in RGB (synth --rgb_cue S); the KD -
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from firekd.cli import main as firekd
 from firekd.data.synthetic import SynthConfig
@@ -56,16 +60,40 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--settings", nargs="+", default=["positive", "negative", "rgb_teacher", "cue"],
                    choices=("positive", "negative", "rgb_teacher", "cue"))
     p.add_argument("--img_size", type=int, default=32)
+    p.add_argument("--pretrain_n", type=int, default=3000,
+                   help="pairs of the disjoint set the teacher's backbone is pretrained on (default: 3000)")
+    p.add_argument("--variants", nargs="+", default=list(KD_VARIANTS),
+                   help="KD variants (default: all three)")
     p.add_argument("--epochs_teacher", type=int, default=200)
     p.add_argument("--epochs_student", type=int, default=20)
     p.add_argument("--out", default=None, help="keep everything here (default: a temporary folder)")
     return p.parse_args()
 
 
+def pretrained_teacher(root: Path, args) -> Path:
+    """resnet18 backbone weights (a timm state dict) trained on a disjoint labelled synthetic set,
+    RGB only: the stand-in for ImageNet weights."""
+    path = root / "resnet18_pretrained.pth"
+    if path.exists():
+        return path
+    data = root / "data_pretrain"
+    write_synthetic(SynthConfig(n=args.pretrain_n, size=args.img_size, seed=99), data, workers=2)
+    code = firekd(["ablation", "--csv", str(data / "data.csv"), "--output", str(root / "pretrain"),
+                   "--teachers", "resnet18", "--teacher_modalities", "rgb", "--teacher_only", "--seeds", "0",
+                   "--no_pretrained", "--img_size", str(args.img_size), "--epochs_teacher", "30",
+                   "--patience_teacher", "10", "--lr_teacher", "1e-3", "--batch_size", "64",
+                   "--num_workers", "0"])
+    assert code == 0, f"pretraining failed ({code})"
+    best = next((root / "pretrain" / "teachers" / "resnet18").glob("seed_0-*/teacher_best.pth"))
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    torch.save({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, path)
+    return path
+
+
 def ablation(csv: Path, output: Path, args, split: tuple[str, str, str], *extra: str) -> float:
     t0 = time.perf_counter()
     code = firekd(["ablation", "--csv", str(csv), "--output", str(output), "--teachers", "resnet18",
-                   "--variants", *KD_VARIANTS, "bce", "--seeds", *args.seeds,
+                   "--variants", *args.variants, "bce", "--seeds", *args.seeds,
                    "--img_size", str(args.img_size),
                    "--no_pretrained", "--lr_teacher", "1e-3", "--epochs_teacher", str(args.epochs_teacher),
                    "--epochs_student", str(args.epochs_student), "--patience_teacher", "20",
@@ -81,7 +109,7 @@ def effects(output: Path) -> pd.DataFrame:
     cmp = compare(output)
     tests = cmp.tests
     rows = []
-    for variant in KD_VARIANTS:
+    for variant in [r.variant for r in cmp.runs if r.variant in KD_VARIANTS]:
         t = tests[(tests["a"] == variant) & (tests["b"] == "bce") & (tests["model"] == "student")
                   & (tests["metric"] == "f1_macro")].iloc[0]
         a = next(r for r in cmp.runs if r.variant == variant).seed_values("student", "f1_macro")
@@ -95,23 +123,29 @@ def effects(output: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _f(value, spec: str) -> str:
+    return "n/a" if value is None or pd.isna(value) else format(value, spec)
+
+
 def show(title: str, frame: pd.DataFrame, verdict=None) -> None:
     print(f"\n### {title}\n")
     print("| variant | n | KD F1 | control F1 | KD - control [95% CI] | d_z | t-test p (Holm) | Wilcoxon p |"
           + (" target |" if verdict else ""))
     print("|---|---|---|---|---|---|---|---|" + ("---|" if verdict else ""))
     for r in frame.itertuples():
-        line = (f"| {r.variant} | {r.n} | {r.KD:.4f} | {r.control:.4f} | {r.diff:+.4f} [{r.ci_low:+.4f}, "
-                f"{r.ci_high:+.4f}] | {r.d_z:+.2f} | {r.p_t:.3g} ({r.p_t_holm:.3g}) | {r.p_wilcoxon:.3g} |")
+        ci = f"[{_f(r.ci_low, '+.4f')}, {_f(r.ci_high, '+.4f')}]"
+        p = f"{_f(r.p_t, '.3g')} ({_f(r.p_t_holm, '.3g')})"
+        line = (f"| {r.variant} | {r.n} | {r.KD:.4f} | {r.control:.4f} | {r.diff:+.4f} {ci} | "
+                f"{_f(r.d_z, '+.2f')} | {p} | {_f(r.p_wilcoxon, '.3g')} |")
         print(line + (f" {verdict(r)} |" if verdict else ""))
 
 
 def beats(r) -> str:
-    return "met" if r.diff >= 0.05 and r.p_t < 0.05 else "not met"
+    return "met" if r.diff >= 0.05 and not pd.isna(r.p_t) and r.p_t < 0.05 else "not met"
 
 
 def does_not_beat(r) -> str:
-    return "met" if not (r.diff > 0 and r.p_t < 0.05) else "not met"
+    return "met" if not (r.diff > 0 and not pd.isna(r.p_t) and r.p_t < 0.05) else "not met"
 
 
 def main() -> None:
@@ -124,12 +158,15 @@ def main() -> None:
     if not (few / "data.csv").exists():
         write_synthetic(SynthConfig(n=n, size=args.img_size, seed=0, unlabeled=args.unlabeled,
                                     rgb_cue=args.few_cue), few, workers=2)
+    weights = ("--teacher_weights", str(pretrained_teacher(root, args)))
     few_args = ("--unlabeled_csv", str(few / "unlabeled.csv"))
     times, tables = {}, {}
     if "positive" in args.settings:
-        times["positive"] = ablation(few / "data.csv", root / "positive", args, FEW_SPLIT, *few_args)
+        times["positive"] = ablation(few / "data.csv", root / "positive", args, FEW_SPLIT, *few_args,
+                                     *weights)
         tables["positive"] = effects(root / "positive")
-    variations = {"negative": ("--epochs_teacher", "0"), "rgb_teacher": ("--teacher_modalities", "rgb")}
+    variations = {"negative": ("--epochs_teacher", "0"),
+                  "rgb_teacher": ("--teacher_modalities", "rgb", *weights)}
     for name, extra in variations.items():
         if name not in args.settings:
             continue
@@ -143,9 +180,11 @@ def main() -> None:
             if not (data / "data.csv").exists():
                 write_synthetic(SynthConfig(n=round(args.cue_labelled / float(FULL_SPLIT[0])),
                                             size=args.img_size, seed=0, rgb_cue=cue), data, workers=2)
-            times[f"cue {cue:g}"] = ablation(data / "data.csv", root / f"cue{cue:g}", args, FULL_SPLIT)
+            times[f"cue {cue:g}"] = ablation(data / "data.csv", root / f"cue{cue:g}", args, FULL_SPLIT,
+                                             *weights)
             tables[f"cue {cue:g}"] = effects(root / f"cue{cue:g}")
-    print(f"\nkd_effect: resnet18 teacher (from scratch), {args.img_size} px, seeds {' '.join(args.seeds)}, "
+    print(f"\nkd_effect: resnet18 teacher (backbone pretrained on {args.pretrain_n} disjoint pairs), "
+          f"{args.img_size} px, seeds {' '.join(args.seeds)}, "
           f"split {'/'.join(FEW_SPLIT)} (cue settings {'/'.join(FULL_SPLIT)}), epochs teacher/student "
           f"{args.epochs_teacher}/{args.epochs_student}; "
           "student F1 macro on test, paired by seed (t-interval of the mean difference; d_z = mean / sd "
