@@ -54,8 +54,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--unlabeled", type=int, default=2000, help="unlabelled pairs (default: 2000)")
     p.add_argument("--few_cue", type=float, default=0.0,
                    help="RGB cue of hidden fires in the few-label settings (default: 0, none)")
-    p.add_argument("--cue_labelled", type=int, default=1000,
-                   help="labelled training pairs of the fully labelled cue setting (default: 1000)")
+    p.add_argument("--cue_labelled", type=int, default=500,
+                   help="labelled training pairs of the fully labelled cue setting (default: 500)")
     p.add_argument("--cues", type=float, nargs="+", default=[0.0, 0.3, 1.0])
     p.add_argument("--settings", nargs="+", default=["positive", "negative", "rgb_teacher", "cue"],
                    choices=("positive", "negative", "rgb_teacher", "cue"))
@@ -64,7 +64,10 @@ def parse_args() -> argparse.Namespace:
                    help="pairs of the disjoint set the teacher's backbone is pretrained on (default: 3000)")
     p.add_argument("--variants", nargs="+", default=list(KD_VARIANTS),
                    help="KD variants (default: all three)")
-    p.add_argument("--epochs_teacher", type=int, default=200)
+    p.add_argument("--epochs_teacher", type=int, default=200,
+                   help="teacher epochs in the few-label settings (one batch each; default: 200)")
+    p.add_argument("--epochs_teacher_full", type=int, default=30,
+                   help="teacher epochs in the fully labelled cue settings (default: 30)")
     p.add_argument("--epochs_student", type=int, default=20)
     p.add_argument("--out", default=None, help="keep everything here (default: a temporary folder)")
     return p.parse_args()
@@ -181,7 +184,7 @@ def main() -> None:
                 write_synthetic(SynthConfig(n=round(args.cue_labelled / float(FULL_SPLIT[0])),
                                             size=args.img_size, seed=0, rgb_cue=cue), data, workers=2)
             times[f"cue {cue:g}"] = ablation(data / "data.csv", root / f"cue{cue:g}", args, FULL_SPLIT,
-                                             *weights)
+                                             *weights, "--epochs_teacher", str(args.epochs_teacher_full))
             tables[f"cue {cue:g}"] = effects(root / f"cue{cue:g}")
     print(f"\nkd_effect: resnet18 teacher (backbone pretrained on {args.pretrain_n} disjoint pairs), "
           f"{args.img_size} px, seeds {' '.join(args.seeds)}, "
