@@ -186,3 +186,25 @@ def test_activation_checkpointing_trains_the_same_teacher(data, tmp_path, capsys
         weights[mode] = load_model(store / "teacher_best.pth", kind="teacher")[0].state_dict()
     assert all(torch.allclose(weights["off"][k].float(), weights["on"][k].float(), atol=1e-5)
                for k in weights["off"])
+
+
+def test_a_firekd_teacher_checkpoint_seeds_another_teachers_backbone(data, tmp_path, capsys):
+    from firekd.checkpoints import load_model
+
+    code, _, err = run_cli(["ablation", "--csv", data, "--output", tmp_path / "first", "--teachers", "resnet18",
+                            "--seeds", "1", "--teacher_only", "--teacher_modalities", "rgb", *TINY], capsys)
+    assert code == 0, err
+    source = next((tmp_path / "first" / "teachers" / "resnet18").glob("seed_1-*")) / "teacher_best.pth"
+    code, _, err = run_cli(["ablation", "--csv", data, "--output", tmp_path / "second", "--teachers", "resnet18",
+                            "--seeds", "2", "--teacher_only", *TINY, "--epochs_teacher", "0",
+                            "--teacher_weights", source], capsys)
+    assert code == 0, err
+    start = next((tmp_path / "second" / "teachers" / "resnet18").glob("seed_2-*")) / "teacher_best.pth"
+    first, second = (load_model(p, kind="teacher")[0].state_dict() for p in (source, start))
+    backbone = [k for k in first if k.startswith("backbone.") and not k.startswith("backbone.fc.")]
+    assert backbone and all(torch.equal(first[k], second[k]) for k in backbone)  # the classifier is new
+    assert any(k.startswith("ir_stem.") for k in second)  # an RGB+IR teacher now
+    code, _, err = run_cli(["ablation", "--csv", data, "--output", tmp_path / "third", "--teachers", "resnet18",
+                            "--seeds", "1", "--teacher_only", *TINY, "--teacher_weights",
+                            tmp_path / "first/models/x.pth"], capsys)
+    assert_one_line_error(code, err, r"pretrained weights file not found: .*x\.pth")

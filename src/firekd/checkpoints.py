@@ -86,6 +86,15 @@ def load_payload(path: str | Path) -> dict:
     return payload
 
 
+def is_firekd_checkpoint(path: str | Path) -> bool:
+    """A file saved by `save_model` (not, e.g., a timm state dict)."""
+    try:
+        payload = torch.load(path, map_location="meta", weights_only=True)
+    except Exception:  # unreadable or another format: not ours
+        return False
+    return isinstance(payload, dict) and str(payload.get("format", "")).startswith("firekd-model/")
+
+
 def build_from_payload(payload: dict) -> nn.Module:
     from firekd.models import create_student, create_teacher
 

@@ -124,8 +124,10 @@ class TeacherConfig:
                               help="initialise teachers randomly instead of from ImageNet weights")
     weights: str | None = option(None, flag="--teacher_weights", group="models", content=True,
                                  metavar="PATH",
-                                 help="local timm-compatible ImageNet weights file for the teacher "
-                                      "backbone")
+                                 help="local weights for the teacher's backbone: a timm state dict "
+                                      "(e.g. ImageNet weights downloaded elsewhere) or a firekd "
+                                      "teacher_best.pth (a teacher trained on another dataset: its "
+                                      "backbone is taken); the IR stem starts as a copy of the RGB stem")
     # recomputes activations in the backward pass: the same gradients, less memory, ~30% slower
     grad_checkpointing: str = option("auto", kind=EXEC, group="hardware", choices=("auto", "on", "off"),
                                      help="activation checkpointing of the teacher's trunk while it "

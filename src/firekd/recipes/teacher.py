@@ -16,15 +16,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from firekd.checkpoints import load_model
+from firekd.checkpoints import is_firekd_checkpoint, load_model, load_payload
 from firekd.data.splits import split_digest
 from firekd.diskspace import human_bytes
 from firekd.engine import distributed
 from firekd.engine.evaluation import Evaluation, evaluate_model
 from firekd.engine.loop import FitConfig, fit
+from firekd.errors import ModelError
 from firekd.io import read_json, write_json
 from firekd.kd.distiller import Supervised
-from firekd.keys import stable_hash, teacher_settings
+from firekd.keys import file_digest, stable_hash, teacher_settings
 from firekd.models import create_teacher
 from firekd.models.memory import free_device_bytes, should_checkpoint
 from firekd.recipes.context import FileCheckpointer, SeedRun
@@ -100,7 +101,26 @@ def build_teacher(run: SeedRun, name: str) -> nn.Module:
     cfg = run.cfg.teacher
     return create_teacher(name, modalities=cfg.modalities, ir_channels=max(1, run.data.ir_spec.channels),
                           img_size=run.data.config.img_size, pretrained=cfg.pretrained,
-                          pretrained_file=cfg.weights)
+                          pretrained_file=backbone_weights(run, cfg.weights))
+
+
+def backbone_weights(run: SeedRun, weights: str | None) -> str | None:
+    """--teacher_weights: a timm state dict as it is, or a firekd teacher checkpoint (e.g. a teacher
+    trained on another dataset), whose backbone is extracted once into a timm state dict in the
+    teachers folder."""
+    if weights is None or not is_firekd_checkpoint(weights):
+        return weights
+    payload = load_payload(weights)
+    if payload.get("kind") != "teacher":
+        raise ModelError(f"--teacher_weights {weights}: a firekd {payload.get('kind')} checkpoint; expected "
+                         "a teacher's (teacher_best.pth) or a timm state dict")
+    path = run.output / "teachers" / f"backbone-{file_digest(weights)}.pth"
+    if not path.exists() and run.writer.enabled:
+        state = {k.removeprefix("backbone."): v for k, v in payload["state_dict"].items()
+                 if k.startswith("backbone.")}
+        run.writer.payload(path, state)
+    distributed.barrier()
+    return str(path)
 
 
 def grad_checkpointing(run: SeedRun, name: str) -> bool:
