@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from firekd.cli import main as firekd
 from firekd.data.synthetic import SynthConfig
@@ -74,11 +73,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def pretrained_teacher(root: Path, args) -> Path:
-    """resnet18 backbone weights (a timm state dict) trained on a disjoint labelled synthetic set,
-    RGB only: the stand-in for ImageNet weights."""
-    path = root / "resnet18_pretrained.pth"
-    if path.exists():
-        return path
+    """A resnet18 teacher trained on a disjoint labelled synthetic set, RGB only: its backbone
+    (--teacher_weights takes a firekd teacher checkpoint) stands in for ImageNet weights."""
+    found = list((root / "pretrain" / "teachers" / "resnet18").glob("seed_0-*/teacher_best.pth"))
+    if found:
+        return found[0]
     data = root / "data_pretrain"
     write_synthetic(SynthConfig(n=args.pretrain_n, size=args.img_size, seed=99), data, workers=2)
     code = firekd(["ablation", "--csv", str(data / "data.csv"), "--output", str(root / "pretrain"),
@@ -87,10 +86,7 @@ def pretrained_teacher(root: Path, args) -> Path:
                    "--patience_teacher", "10", "--lr_teacher", "1e-3", "--batch_size", "64",
                    "--num_workers", "0"])
     assert code == 0, f"pretraining failed ({code})"
-    best = next((root / "pretrain" / "teachers" / "resnet18").glob("seed_0-*/teacher_best.pth"))
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    torch.save({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, path)
-    return path
+    return next((root / "pretrain" / "teachers" / "resnet18").glob("seed_0-*/teacher_best.pth"))
 
 
 def ablation(csv: Path, output: Path, args, split: tuple[str, str, str], *extra: str) -> float:
