@@ -73,7 +73,7 @@ def _case(ws: Path, name: str) -> tuple[list[str], str]:
     if name == "unknown_variant":
         return ["--csv", csv, "--variant", "kl_mse"], r"argument --variant: unknown loss variant 'kl_mse'"
     if name == "negative_epochs":
-        return ["--csv", csv, "--epochs_teacher", "-3"], r"--epochs_teacher: must be a positive integer, got -3"
+        return ["--csv", csv, "--epochs_teacher", "-3"], r"--epochs_teacher: must be >= 0, got -3"
     if name == "sparsity_out_of_range":
         return ["--csv", csv, "--prune_sparsity", "1.5"], r"--prune_sparsity: must be strictly between 0 and 1"
     if name == "temperature_zero":
