@@ -91,7 +91,8 @@ def test_grid_with_two_jobs_matches_the_single_process_grid(data, single, tmp_pa
 def test_grid_on_a_local_ray_instance(data, tmp_path):
     pytest.importorskip("ray", reason="the Ray executor is an optional extra: pip install 'firekd[ray]'")
     args = ["ablation", "--csv", data, "--output", tmp_path, "--teachers", "resnet18", "--variants", "kl_bce",
-            "bce", "--seeds", "1", "2", "--batch_size", "32", *TINY, "--executor", "ray", "--ray_gpus_per_job", "0"]
+            "bce", "--seeds", "1", "2", "--batch_size", "32", *TINY, "--epochs_teacher", "1", "--epochs_student", "1",
+            "--executor", "ray", "--ray_gpus_per_job", "0"]  # scheduling only: one epoch each
     proc = _firekd(*args)
     assert "grid: 2 job(s) to run" in proc.stderr  # one per seed: its teacher, then its students in lockstep
     for run in ("resnet18_kl_bce", "resnet18_bce"):
