@@ -189,6 +189,7 @@ def test_the_specs_comparison_snippet_runs_unchanged(tmp_path: Path):
 def test_report_from_a_real_run_has_every_section_and_figure(tiny_run: Path, capsys):
     code, out, err = run_cli(["report", tiny_run], capsys)
     assert code == 0, err
+    assert "What distillation buys" in out and "- resnet18: best KD student `kl_bce`" in out  # the answer first
     folder = tiny_run / "report" / "all"
     md = (folder / "report.md").read_text()
     for heading in ("## What distillation buys", "## Data", "## Configuration", "## Results",

@@ -26,6 +26,7 @@ from firekd.engine.loop import predict
 from firekd.engine.runtime import Runtime, resolve_device
 from firekd.errors import ConfigError, DataError, ModelError
 from firekd.metrics.classification import evaluation_scores
+from firekd.rundir import SPLIT
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def recorded_split(checkpoint: str | Path) -> Path | None:
     for candidate in dict.fromkeys((path.absolute(), path.resolve())):
         seed_dir, run_dir = candidate.parent, candidate.parent.parent
         if seed_dir.name.startswith("seed_") and run_dir.parent.name == "models":
-            split = run_dir.parent.parent / "metrics" / run_dir.name / "split.csv"
+            split = run_dir.parent.parent / "metrics" / run_dir.name / SPLIT
             if split.is_file():
                 return split
     return None

@@ -30,7 +30,7 @@ from firekd.recipes.data import split_summary
 from firekd.reporting import document as doc
 from firekd.reporting import plots
 from firekd.reporting.tables import best_against_control, display_table, shared_teacher_rows
-from firekd.rundir import RunDir
+from firekd.rundir import DATA_SUMMARY, SPLIT, RunDir
 
 log = logging.getLogger(__name__)
 # (file, caption) in reading order; a figure that a run lacks (no teacher in `bce`) is skipped
@@ -51,10 +51,11 @@ SHOWN_SETTINGS = ("csv", "img_size", "split", "split_ratios", "split_seed",
 
 
 def write_report(output: str | Path, teacher: str | None = None, *, embed: bool = False,
-                 out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Build the report; returns the paths written (report.md, report.html and the comparison files)."""
+                 out_dir: str | Path | None = None, comparison: Comparison | None = None) -> dict[str, Path]:
+    """Build the report (from ``comparison`` when the caller has one); returns the paths written
+    (report.md, report.html and the comparison files)."""
     output = Path(output)
-    cmp = compare(output, teacher)
+    cmp = comparison if comparison is not None else compare(output, teacher)
     folder = Path(out_dir) if out_dir else output / "report" / (cmp.runs[0].teacher if teacher else "all")
     files = write_comparison(cmp, folder)
     teachers = ", ".join(dict.fromkeys(r.teacher for r in cmp.runs))
@@ -96,6 +97,11 @@ def _overview(cmp: Comparison) -> str:
 
 # --- the answer ----------------------------------------------------------------------------------
 
+def distillation_answer(cmp: Comparison) -> list[str]:
+    """One sentence per teacher: its best KD student against the control, with the paired test."""
+    return [_answer(row) for row in best_against_control(cmp.summary, cmp.tests).itertuples()]
+
+
 def _answer_section(cmp: Comparison, figure: str | None) -> list:
     best = best_against_control(cmp.summary, cmp.tests)
     blocks: list = [
@@ -108,7 +114,7 @@ def _answer_section(cmp: Comparison, figure: str | None) -> list:
                  + (" The loss variants of a (teacher, seed) trained in lockstep on the same batches, one "
                     "teacher pass per batch, so paired by seed they differ only in their loss."
                     if all(_settings(r).get("lockstep") == "on" for r in cmp.runs) else "")),
-        doc.Bullets([_answer(row) for row in best.itertuples()]),
+        doc.Bullets(distillation_answer(cmp)),
     ]
     if not best.empty:
         blocks.append(doc.Table(_answer_table(best), "best KD student against the control, per teacher"))
@@ -204,14 +210,14 @@ def _capital(sentence: str) -> str:
 
 def data_summary(run: Run) -> pd.DataFrame | None:
     """The run's recorded data_summary.csv, else counted from split.csv and the training CSV."""
-    recorded = run.folder / "data_summary.csv"
+    recorded = run.folder / DATA_SUMMARY
     if recorded.exists():
         return pd.read_csv(recorded)
     try:
         data = _config(run).get("resolved", {}).get("data", {})
         records = read_records(data["csv"], base_path=data.get("base_path"),
                                columns=ColumnNames(**data.get("columns", {})), require_ir=False)
-        split = pd.read_csv(run.folder / "split.csv").set_index("row")["split"]
+        split = pd.read_csv(run.folder / SPLIT).set_index("row")["split"]
         records = records[records["row"].isin(split.index)]
         return split_summary(records["fire"], records["smoke"], split.loc[records["row"]]).reset_index()
     except (FirekdError, KeyError, OSError, TypeError, ValueError) as exc:
