@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The demo: the setting where distillation must help. Drone footage of RGB+IR pairs is cheap,
-# labels are not: 51 labelled training pairs and 1,000 unlabelled pairs. The teachers see the
+# labels are not: 51 labelled training pairs and 1,500 unlabelled pairs. The teachers see the
 # labelled pairs only, the KD students learn from the teacher on every pair, the bce control from
 # the labels alone. The teacher's backbone starts from weights learnt on a disjoint synthetic set
 # (RGB only; the offline stand-in for ImageNet weights), as a real teacher starts from ImageNet.
@@ -29,15 +29,15 @@ DEMO_FLAGS ?=
 DEMO_COMMON := --img_size 32 --no_pretrained --lr_teacher 1e-3 --batch_size 64 --num_workers 0
 demo: $(STAMP)
 	@test -f $(DEMO_DATA)/pretrain/data.csv || $(VENV)/bin/firekd synth --out $(DEMO_DATA)/pretrain --n 1000 --size 32 --seed 99
-	@test -f $(DEMO_DATA)/data.csv || $(VENV)/bin/firekd synth --out $(DEMO_DATA) --n 500 --unlabeled 1000 --size 32 --seed 0
+	@test -f $(DEMO_DATA)/data.csv || $(VENV)/bin/firekd synth --out $(DEMO_DATA) --n 500 --unlabeled 1500 --size 32 --seed 0
 	$(VENV)/bin/firekd ablation --csv $(DEMO_DATA)/pretrain/data.csv --output $(DEMO_PRETRAIN) \
 		--teachers resnet18 --teacher_modalities rgb --teacher_only --seeds 0 $(DEMO_COMMON) \
 		--epochs_teacher 10 --max_embed_points 0 --latency_runs 0
 	$(VENV)/bin/firekd ablation --csv $(DEMO_DATA)/data.csv --unlabeled_csv $(DEMO_DATA)/unlabeled.csv \
 		--output $(DEMO_OUTPUT) --teachers resnet18 --seeds 1 2 3 --split_ratios 0.1 0.2 0.7 \
 		--teacher_weights $$(ls $(DEMO_PRETRAIN)/teachers/resnet18/seed_0-*/teacher_best.pth) \
-		$(DEMO_COMMON) --epochs_teacher 40 --patience_teacher 10 --epochs_student 8 \
-		--finetune_epochs 1 $(DEMO_FLAGS)
+		$(DEMO_COMMON) --epochs_teacher 60 --patience_teacher 15 --epochs_student 10 \
+		--finetune_epochs 1 --max_embed_points 0 --no_quant_compile $(DEMO_FLAGS)
 	$(VENV)/bin/firekd report $(DEMO_OUTPUT)
 
 test: $(STAMP)
