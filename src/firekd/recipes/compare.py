@@ -13,12 +13,12 @@ import pandas as pd
 
 from firekd import LABELS
 from firekd.errors import FirekdError
-from firekd.io import read_json, save_figure, write_csv
+from firekd.io import save_figure, write_csv
 from firekd.kd.variants import CONTROL
 from firekd.metrics.stats import holm, mcnemar_exact, paired_tests
 from firekd.reporting import plots
 from firekd.reporting.tables import F1_METRICS, model_order, summary_frame, variant_rank
-from firekd.rundir import AGGREGATED, FINAL_EVALUATION, RunDir
+from firekd.rundir import FINAL_EVALUATION, RunDir
 
 
 @dataclass
@@ -75,10 +75,8 @@ def _canonical(teacher: str) -> str:
 
 
 def _load_run(folder: Path) -> Run:
-    run = RunDir.open(folder)
-    agg_path = folder / AGGREGATED
-    results = read_json(agg_path) if agg_path.exists() else run.aggregate()  # an interrupted run
-    return Run(run.name, run.teacher, run.variant, folder, results)
+    run = RunDir.open(folder)  # aggregated from its seeds: aggregated_results.json may be stale
+    return Run(run.name, run.teacher, run.variant, folder, run.aggregate())
 
 
 def compare(output: str | Path, teacher: str | None = None, metrics=F1_METRICS) -> Comparison:

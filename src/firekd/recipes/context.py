@@ -21,6 +21,7 @@ from firekd.engine.loop import FitResult, Member, epoch_seed, fit_many
 from firekd.engine.runtime import Runtime, resolve_device
 from firekd.io import Writer
 from firekd.kd.variants import uses_teacher
+from firekd.keys import Lineage
 from firekd.recipes.data import DataBundle
 from firekd.rundir import PROJECTOR
 
@@ -72,6 +73,11 @@ class SeedRun:
     @property
     def world_size(self) -> int:
         return distributed.info().world_size
+
+    @property
+    def lineage(self) -> Lineage:
+        """What this seed's models come from (data, seed, processes), before any upstream model."""
+        return self.data.lineage(self.seed, self.world_size)
 
     def fit_variants(self, members: dict[str, Member]) -> dict[str, FitResult]:
         """Train the members (one per loss variant) in lockstep, one pass per epoch over the same

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -14,10 +15,11 @@ from tqdm import tqdm
 
 from firekd.config import DataConfig
 from firekd.data.cache import DecodedCache, build, cache_bytes, cache_key, verify
-from firekd.data.checks import FileReport, check_files, same_image_ids
+from firekd.data.checks import FileReport, check_files, same_image_ids, with_digests
 from firekd.data.csv import read_records, read_unlabeled
 from firekd.data.dataset import FileSource, PairedDataset, SampleSource
 from firekd.data.images import IRSpec
+from firekd.data.manifest import MANIFEST
 from firekd.data.splits import (
     COMBO_NAMES,
     SPLITS,
@@ -31,8 +33,8 @@ from firekd.data.splits import (
 from firekd.data.unlabeled import check_unlabeled_files, drop_eval_overlap
 from firekd.diskspace import OutOfSpaceError, human_bytes
 from firekd.io import Writer, ensure_writable
-from firekd.keys import data_fingerprint
-from firekd.rundir import waiting
+from firekd.keys import Lineage, data_fingerprint, stable_hash
+from firekd.locks import waiting
 
 log = logging.getLogger(__name__)
 UNLABELED = "unlabeled"  # the split_assigned of unlabelled pairs
@@ -83,14 +85,28 @@ class DataBundle:
             table.loc[UNLABELED] = [pd.NA] * (len(table.columns) - 1) + [self.unlabeled_count]
         return table
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Identifies the labelled data a model was trained on: data settings, CSV content, IR
-        decoding and the split (`firekd.keys.data_fingerprint`). The unlabelled pairs enter the KD
-        students' key through --unlabeled_csv."""
+        """Identifies the labelled data a model was trained on: the images' content, labels and
+        split of every sample in order, the IR decoding and the image size
+        (`firekd.keys.data_fingerprint`), not where the files are or how the CSV spells them."""
         spec = self.ir_spec
-        split = self.labelled[["row", "split_assigned"]].to_numpy().tolist()
-        return data_fingerprint(self.config, ir=[spec.kind, spec.channels, spec.value_range], split=split)
+        rows = self.labelled[["rgb_digest", "ir_digest", "fire", "smoke", "split_assigned"]]
+        return data_fingerprint(self.config, ir=[spec.kind, spec.channels, spec.value_range],
+                                rows=rows.astype(object).to_numpy().tolist())
+
+    @functools.cached_property
+    def unlabeled_fingerprint(self) -> str | None:
+        """The unlabelled pool by its images' content (None without a pool)."""
+        if not self.unlabeled_count:
+            return None
+        pool = self.records[self.records["split_assigned"] == UNLABELED]
+        return stable_hash(pool[["rgb_digest", "ir_digest"]].astype(object).to_numpy().tolist())
+
+    def lineage(self, seed: int, world_size: int) -> Lineage:
+        """What a model of ``seed`` trained on this data by ``world_size`` processes comes from."""
+        return Lineage(data=self.fingerprint, seed=seed, world_size=world_size,
+                       unlabeled=self.unlabeled_fingerprint, unlabeled_count=self.unlabeled_count)
 
     def split_table(self) -> pd.DataFrame:
         return self.labelled[["row", "rgb_path", "split_assigned"]].rename(
@@ -115,6 +131,7 @@ def load_data(config: DataConfig, unlabeled_csv: str | None = None) -> DataBundl
                            require_ir=config.require_ir)
     records, report = check_files(records, csv_name=str(config.csv), skip_missing=config.skip_missing,
                                   ir_channels=config.ir_channels, ir_range=config.ir_range)
+    records = with_digests(records, manifest=digest_manifest(config))
     records = records.assign(same_image=same_image_ids(records))
     if config.split_file:
         split = load_split(config.split_file, records)
@@ -136,6 +153,7 @@ def _unlabeled(path: str, config: DataConfig, records: pd.DataFrame, report: Fil
     unl = read_unlabeled(path, columns=config.columns, require_ir=config.require_ir)
     unl, _ = check_unlabeled_files(unl, labelled_ir=report.ir, csv_name=str(path),
                                    skip_missing=config.skip_missing)
+    unl = with_digests(unl, manifest=digest_manifest(config))
     unl = drop_eval_overlap(unl, records, records["split_assigned"], csv_name=str(path))
     log.info("data: %d unlabelled pairs from %s (for the KD students' training only: their KD terms; "
              "teachers and the bce control never see them)", len(unl), Path(path).name)
@@ -160,6 +178,11 @@ def cache_root(config: DataConfig) -> Path:
         return Path(root)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "firekd"
+
+
+def digest_manifest(config: DataConfig) -> Path:
+    """Where image digests are remembered (beside the decoded caches)."""
+    return cache_root(config) / MANIFEST
 
 
 def open_cache(bundle: DataBundle, *, workers: int = 1, writer: Writer | None = None,
