@@ -186,3 +186,26 @@ def test_compression_and_figure_settings_train_no_model_and_make_new_outputs(fin
     assert run("--no_quant_compile", "--max_embed_points", "16", "--quant_compile") == 0
     assert epochs(logs) == []
     assert json.loads(final.read_text())["student_quantized"]["compiled"] is True
+
+
+def test_an_rgb_only_teacher_reuses_the_control(finished, tmp_path, logs):
+    csv, _ = finished
+    out = copy_output(finished, tmp_path)
+    ablation(csv, out, "--teacher_modalities", "rgb", "--overwrite")  # not the same RGB+IR checks
+    trained = [line for line in epochs(logs)]
+    assert any(line.startswith("[teacher resnet18") for line in trained)
+    assert not any(line.startswith("[student bce") for line in trained)
+
+
+def test_a_resume_state_is_found_from_another_working_directory(tmp_path):
+    import torch
+
+    from firekd.recipes.context import FileCheckpointer
+
+    model = torch.nn.Linear(2, 2)
+    meta = {"settings": {"data": "fp"}, "teacher_build": None, "data": {"csv": "data/data.csv"}}
+    FileCheckpointer(tmp_path, "student", model, "student", meta, Writer()).save_last({"epoch": 3})
+    moved = {**meta, "data": {"csv": "/elsewhere/data.csv"}}
+    assert FileCheckpointer(tmp_path, "student", model, "student", moved, Writer()).load_last() == {"epoch": 3}
+    other = {**meta, "settings": {"data": "other"}}
+    assert FileCheckpointer(tmp_path, "student", model, "student", other, Writer()).load_last() is None

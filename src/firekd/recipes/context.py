@@ -170,7 +170,10 @@ class FileCheckpointer:
         if not self.state_path.exists():
             return None
         payload = load_payload(self.state_path)
-        if payload.get("meta") != self.meta:
+        # the settings (data by content, upstream builds), not where the data was read from: a run
+        # resumed from another working directory or a moved data folder resumes
+        same = all(payload.get("meta", {}).get(k) == self.meta.get(k) for k in ("settings", "teacher_build"))
+        if not same:
             log.warning("%s was made with other settings; starting this stage afresh", self.state_path)
             return None
         return payload["state"]
