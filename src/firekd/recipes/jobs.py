@@ -173,8 +173,11 @@ def _train_variants(run: SeedRun, teacher_name: str | None, variants: tuple[str,
         dirs.create(run.writer)
     kd = [v for v in variants if uses_teacher(v)]
     own = None if cfg.execution.teacher_reuse else kd[0] if kd else None
-    teacher = obtain_teacher(run, teacher_name, retrained, own_variant=own,
-                             link_into=[folders[v] for v in kd]) if kd else None
+    teacher = None
+    if kd:
+        with working_on(_run_names(cfg, teacher_name, tuple(kd))):  # not the control's logs
+            teacher = obtain_teacher(run, teacher_name, retrained, own_variant=own,
+                                     link_into=[folders[v] for v in kd])
     students = train_students(run, folders, teacher)
     compressed = compress_students(run, students, teacher) if cfg.compress.compress else {}
     for variant, student in students.items():
