@@ -64,14 +64,15 @@ def plan(cfg: RunConfig, data: DataBundle, runs: dict[tuple[str, str], RunDir]) 
     if cfg.execution.teacher_only:
         return [Job(t, s) for t in cfg.teachers for s in cfg.seeds]
     jobs: list[Job] = []
-    control_due = {s for s in cfg.seeds
-                   if CONTROL in cfg.variants and not control_store_of(cfg, data, s, NO_WRITER)[0].done()}
+    control_done = {s for s in cfg.seeds
+                    if CONTROL in cfg.variants and control_store_of(cfg, data, s, NO_WRITER)[0].done()}
+    control_due = {s for s in cfg.seeds if CONTROL in cfg.variants} - control_done
     lockstep = cfg.execution.lockstep == "on" and cfg.execution.teacher_reuse
     for teacher in cfg.teachers:
         for seed in cfg.seeds:
             done = [v for v in cfg.variants
                     if uses_teacher(v) and _kd_done(cfg, data, runs[teacher, v], seed)]
-            for v in done:
+            for v in [*done, *([CONTROL] if seed in control_done else [])]:
                 log.info("%s seed %d: already done, skipping", runs[teacher, v].name, seed)
             kd = [v for v in cfg.variants if uses_teacher(v) and v not in done]
             control = (CONTROL,) if seed in control_due else ()
