@@ -87,7 +87,7 @@ class Runtime:
     def prepare_model(self, model: torch.nn.Module, *, compile: bool = False,
                       sync_bn: bool = False) -> torch.nn.Module:
         if sync_bn and self.cuda and distributed.info().enabled:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = sync_batchnorm(model)
         elif sync_bn:
             log.warning("--sync_bn applies to torchrun runs on CUDA; ignored here")
         model = model.to(self.device)
@@ -109,6 +109,15 @@ class Runtime:
             if ir.shape[1]:
                 ir = ir.contiguous(memory_format=torch.channels_last)
         return rgb, ir, labels, index
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Every BatchNorm synchronised across ranks, keeping timm's fused norm-activation layers:
+    torch's converter turns a ``BatchNormAct2d`` into a plain ``SyncBatchNorm`` that never calls
+    its activation (EfficientNet would train without activations); timm's keeps it."""
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model)
 
 
 def make_grad_scaler(rt: Runtime) -> torch.amp.GradScaler:
