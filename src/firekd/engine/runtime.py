@@ -41,14 +41,27 @@ def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if major >= 8 else torch.float16
 
 
+def _new_tf32_flags() -> bool:
+    return hasattr(torch.backends, "fp32_precision")  # PyTorch >= 2.9: mixing in the old flags warns
+
+
+def tf32_flags() -> tuple:
+    """The current TF32 settings, to restore with `set_tf32_flags`."""
+    if _new_tf32_flags():
+        return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def set_tf32_flags(flags: tuple) -> None:
+    if _new_tf32_flags():
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = flags
+    else:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
 def enable_tf32() -> None:
     """fp32 matmuls and convolutions on TF32 tensor cores (Ampere and later; no effect before)."""
-    if hasattr(torch.backends, "fp32_precision"):  # PyTorch >= 2.9: mixing in the old flags warns
-        torch.backends.cuda.matmul.fp32_precision = "tf32"
-        torch.backends.cudnn.conv.fp32_precision = "tf32"
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    set_tf32_flags(("tf32", "tf32") if _new_tf32_flags() else (True, True))
 
 
 @dataclass
@@ -83,6 +96,21 @@ class Runtime:
         if self.amp_dtype is not None:
             return torch.autocast("cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def eval_numerics(self):
+        """Validation and prediction: fp32 activations and logits (no autocast: bf16 logits tie in
+        the threshold search), with TF32 matmuls and convolutions on CUDA for tensor-core speed;
+        the settings are restored after. Plain fp32 on the CPU."""
+        if not self.cuda:
+            yield
+            return
+        saved = tf32_flags()
+        enable_tf32()
+        try:
+            yield
+        finally:
+            set_tf32_flags(saved)
 
     def prepare_model(self, model: torch.nn.Module, *, compile: bool = False,
                       sync_bn: bool = False) -> torch.nn.Module:
@@ -124,6 +152,15 @@ def make_grad_scaler(rt: Runtime) -> torch.amp.GradScaler:
     """A loss scaler for fp16 autocast; disabled (every call a pass-through) in bf16 and fp32.
     One per optimizer: each student keeps its own scale."""
     return torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict | None) -> None:
+    """Resume a loss scaler. A state saved in bf16, fp32 or on the CPU is empty (its scaler was
+    disabled): an fp16 scaler then starts from its initial scale instead of raising."""
+    if state:
+        scaler.load_state_dict(state)
+    elif scaler.is_enabled():
+        log.info("the resumed state has no fp16 loss scale (saved in bf16/fp32): the initial one is used")
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,

@@ -135,7 +135,8 @@ def grad_checkpointing(run: SeedRun, name: str) -> bool:
     if mode != "auto":
         return mode == "on"
     batch, size = run.cfg.optim.batch_size, run.data.config.img_size
-    free = free_device_bytes(run.rt.device)
+    # rank 0 decides for every rank: ranks that disagreed would run different collectives (hang)
+    free = distributed.from_main(free_device_bytes(run.rt.device))
     if not should_checkpoint(name, batch, size, free, dtype=run.rt.amp_dtype or torch.float32,
                              ir_channels=max(1, run.data.ir_spec.channels)):
         return False
