@@ -159,3 +159,67 @@ def test_grad_checkpointing_auto_is_rank_0s_decision(monkeypatch, rank_free):
                               rt=CPU)
         decided.append(stage.grad_checkpointing(run, "resnet18"))
     assert decided == [rank_free[0] < 5] * 2
+
+
+class MemoryCheckpointer:
+    """The loop's Checkpointer in memory; counts the resume states written."""
+
+    def __init__(self) -> None:
+        self.last, self.best, self.saves = None, None, []
+
+    def load_last(self):
+        return self.last
+
+    def save_last(self, state):
+        import copy
+
+        self.last = copy.deepcopy(state)
+        self.saves.append(state["epoch"])
+
+    def save_best(self, state, epoch, score):
+        import copy
+
+        self.best = copy.deepcopy(state)
+
+    def load_best(self):
+        return self.best
+
+
+class Killed(Exception):
+    pass
+
+
+def _supervised(seed: int = 0):
+    from firekd.kd.distiller import Supervised
+
+    torch.manual_seed(seed)
+    return Supervised(TinyNet())
+
+
+def test_save_every_n_epochs_resumes_exactly():
+    """--save_every 2: the state is written after epochs 2, 4 and the last (5); a run killed after
+    epoch 3 resumes from epoch 2 and ends with the uninterrupted run's weights and history."""
+    import dataclasses
+
+    train, val = batches(4), batches(2, seed=1)
+    fit_cfg = dataclasses.replace(cfg(epochs=5, weights={"bce": 1.0}), save_every=2)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "time_s"} for r in h]  # noqa: E731
+
+    reference_task, ckpt = _supervised(), MemoryCheckpointer()
+    reference = fit_many([Member(reference_task, fit_cfg, ckpt)], train, val, CPU)[0]
+    assert ckpt.saves == [2, 4, 5]
+
+    def kill_after_3(record):
+        if record["epoch"] == 3:
+            raise Killed
+
+    ckpt = MemoryCheckpointer()
+    with pytest.raises(Killed):
+        fit_many([Member(_supervised(), fit_cfg, ckpt, kill_after_3)], train, val, CPU)
+    assert ckpt.saves == [2] and ckpt.last["epoch"] == 2
+    task = _supervised(seed=7)  # other initial weights: the resume state replaces them
+    resumed = fit_many([Member(task, fit_cfg, ckpt)], train, val, CPU)[0]
+    assert resumed.resumed_from == 2
+    assert strip(resumed.history) == strip(reference.history)
+    for a, b in zip(task.state_dict().values(), reference_task.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -51,6 +51,7 @@ class FitConfig:
     grad_clip: float = 10.0
     log_every: int = 20
     warmup_fraction: float = 0.1
+    save_every: int = 1  # the resume state is written every N epochs and when the member is done
 
 
 class Checkpointer(Protocol):
@@ -203,12 +204,12 @@ class _Progress:
                                for name, m in self.task.trained_modules().items()}
             if ckpt:
                 ckpt.save_best(self.best_state, record["epoch"], self.stopper.best_score)
-        if ckpt:
+        self.next_epoch = record["epoch"] + 1
+        if ckpt and (record["epoch"] % self.cfg.save_every == 0 or self.done):
             ckpt.save_last({"epoch": record["epoch"], "task": self.task.state_dict(),
                             "optimizer": self.optimizer.state_dict(),
                             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                             "early_stopping": self.stopper.state_dict(), "history": self.history})
-        self.next_epoch = record["epoch"] + 1
 
     def result(self) -> FitResult:
         """Restore the best weights (from the checkpointer after a resume) and report."""

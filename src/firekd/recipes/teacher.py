@@ -211,7 +211,8 @@ def _train_teacher(run: SeedRun, name: str, settings: dict, store_: Store) -> Te
     task = Supervised(model, pos_weight_for(cfg.optim.pos_weight, run.data)).to(run.rt.device)
     fit_cfg = FitConfig(kind="teacher", label=f"teacher {name} (seed {run.seed})", epochs=cfg.teacher.epochs,
                         lr=cfg.teacher.lr, weight_decay=cfg.optim.weight_decay,
-                        patience=cfg.teacher.patience, weights={"bce": 1.0}, seed=run.seed)
+                        patience=cfg.teacher.patience, weights={"bce": 1.0}, seed=run.seed,
+                        save_every=cfg.execution.save_every)
     ckpt = FileCheckpointer(store, "teacher", model, "teacher",
                             meta={"settings": settings, "data": data_meta(run.data)}, writer=run.writer)
     result = fit(task, run.loaders.train, run.loaders.val, fit_cfg, run.rt, ckpt, run.loaders.start_epoch,
