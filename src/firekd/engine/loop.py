@@ -297,8 +297,7 @@ def train_epoch(active: list[_Progress], loader, rt: Runtime, epoch: int) -> lis
     label = active[0].cfg.label if len(active) == 1 else f"{len(active)} {active[0].cfg.kind}s"
     bar = tqdm(loader, desc=f"{label} {epoch}/{max(p.cfg.epochs for p in active)}", leave=False,
                unit="batch", disable=None if distributed.info().is_main else True)
-    for step, batch in enumerate(bar, 1):
-        batch = rt.to_device(batch, train=True)
+    for step, batch in enumerate(rt.batches(bar, train=True), 1):
         with rt.autocast():
             shared = teacher_targets([p.task for p in active], batch[0], batch[1])
         for k, p in enumerate(active):
@@ -353,8 +352,7 @@ def validate(tasks: list[nn.Module], cfgs: list[FitConfig], loader, rt: Runtime,
         task.eval()
     acc = [_ValAccumulator() for _ in tasks]
     with rt.eval_numerics():
-        for step, batch in enumerate(loader):
-            rgb, ir, labels, index = rt.to_device(batch)
+        for step, (rgb, ir, labels, index) in enumerate(rt.batches(loader)):
             shared = _cached_targets(teacher_cache, step, tasks, rgb, ir)
             for task, cfg, a in zip(tasks, cfgs, acc, strict=True):
                 logits, terms = task(rgb, ir, labels, _targets_for(task, shared))
@@ -438,8 +436,8 @@ def predict(model: nn.Module, loader, rt: Runtime) -> Predictions:
     model.eval()
     out: dict[str, list] = {"probs": [], "labels": [], "embeddings": [], "index": []}
     with rt.eval_numerics():
-        for batch in loader:  # kept on the device: one copy to the host per array at the end
-            rgb, ir, labels, index = rt.to_device(batch)
+        for rgb, ir, labels, index in rt.batches(loader):  # outputs kept on the device: one copy
+            # to the host per array at the end
             logits, embedding = model_outputs(model, rgb, ir)
             out["probs"].append(torch.sigmoid(logits.float()))
             out["labels"].append(labels)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -125,13 +125,48 @@ class Runtime:
             model.compile()  # in place: state_dict keys stay those of the plain model
         return model
 
-    def to_device(self, batch: Batch, *, train: bool = False) -> Batch:
-        rgb, ir, labels, index = batch
-        rgb, ir = rgb.to(self.device, non_blocking=True), ir.to(self.device, non_blocking=True)
-        if self.device_transforms is not None:  # index still on the host: no device sync to seed
-            transform = self.device_transforms[0 if train else 1]
-            rgb, ir, _, _ = apply_transform(transform, (rgb, ir, labels, index), self.seed)
-        labels = labels.to(self.device, non_blocking=True)
+    def to_device(self, batch: Batch | tuple, *, train: bool = False) -> Batch:
+        """A loader's batch on the device, transformed there when the transform runs there."""
+        return self._finish(self._copy(batch), train)
+
+    def batches(self, loader: Iterable, *, train: bool = False) -> Iterator[Batch]:
+        """``to_device`` of every batch of ``loader``. On CUDA the copy of batch k+1 is issued on
+        a side stream before batch k is handed over, so it overlaps batch k's compute instead of
+        queueing on the compute stream; on the CPU a plain loop."""
+        if not self.cuda:
+            for batch in loader:
+                yield self.to_device(batch, train=train)
+            return
+        side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+
+        def copy(batch):
+            if batch is None:
+                return None
+            with torch.cuda.stream(side):
+                return self._copy(batch)
+
+        batches = iter(loader)
+        ahead = copy(next(batches, None))
+        while ahead is not None:
+            main.wait_stream(side)
+            for t in ahead:
+                if t.is_cuda:  # made on the side stream, used on the main one: keep until done there
+                    t.record_stream(main)
+            current, ahead = ahead, copy(next(batches, None))
+            yield self._finish(current, train)
+
+    def _copy(self, batch: Batch | tuple) -> tuple:
+        """Host -> device copies (non-blocking from the loader's pinned memory); ``index`` stays
+        on the host (no device sync to seed the transform). A fifth element, the augmentation
+        parameters drawn by the loader worker, travels along."""
+        rgb, ir, labels, index = batch[:4]
+        moved = [t.to(self.device, non_blocking=True) for t in (rgb, ir, labels, *batch[4:])]
+        return (*moved[:3], index, *moved[3:])
+
+    def _finish(self, batch: tuple, train: bool) -> Batch:
+        if self.device_transforms is not None:
+            batch = apply_transform(self.device_transforms[0 if train else 1], batch, self.seed)
+        rgb, ir, labels, index = batch[:4]
         if self.use_channels_last:
             rgb = rgb.contiguous(memory_format=torch.channels_last)
             if ir.shape[1]:
