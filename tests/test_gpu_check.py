@@ -68,7 +68,7 @@ def test_smoke_records_a_number_or_a_reason_for_every_measurement(smoke):
             assert measured(train[key]), (model, key, train[key])
         assert train["model_only_img_s"] > 0 and train["e2e_img_s"] > 0
         # the whole epoch: training, then validation and the checkpoint writes beside it
-        assert train["epoch_img_s"] < train["e2e_img_s"] * 1.5 and train["epoch_val_s"] > 0
+        assert train["epoch_val_s"] > 0 and train["epoch_timed"] in (1, 2)
         assert "state" in train["epoch_ckpt_writes"] and train["epoch_ckpt_s"] > 0
     assert measured(s["training"]["models"]["resnet18"]["est_gib"])
     kd = s["kd"]["models"]["resnet18"]
