@@ -50,15 +50,17 @@ def integer_batches(n: int, batch: int, size: int, seed: int = 0) -> list[tuple]
     return out
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of fn() over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
+def side_by_side(before, after, repeats: int) -> tuple[float, float]:
+    """Median seconds of before() and after(), called alternately ``repeats`` times each after one
+    warm-up call of each: a load that drifts on a shared machine weighs on both alike."""
+    before(), after()
+    times: tuple[list, list] = ([], [])
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, out in ((before, times[0]), (after, times[1])):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def host_step(args) -> None:
@@ -89,9 +91,10 @@ def host_step(args) -> None:
         return run
 
     n = len(batches)
-    draw = timed(draw_only, args.repeats) / n
-    prep_before, prep_after = (timed(prepare(s), args.repeats) / n for s in (batches, with_params))
-    step_before, step_after = (timed(steps(s), args.repeats) / n for s in (batches, with_params))
+    draw = side_by_side(draw_only, lambda: None, args.repeats)[0] / n
+    prep_before, prep_after = (t / n for t in side_by_side(prepare(batches), prepare(with_params),
+                                                            args.repeats))
+    step_before, step_after = (t / n for t in side_by_side(steps(batches), steps(with_params), args.repeats))
     print(f"## 1. Host time per student step (CPU, {size} px, batch {args.batch}, {n} steps, "
           f"median of {args.repeats}, {torch.get_num_threads()} threads)\n")
     print("| per step | before (drawn in the training process) | after (drawn in the workers) "
@@ -121,16 +124,12 @@ def validation(args) -> None:
         cfgs.append(FitConfig(kind="student", label=variant, epochs=1, lr=1e-4, weight_decay=0.0, patience=1,
                               weights=weights, seed=0))
 
-    def epochs(cache: dict | None) -> tuple[list[float], list]:
-        times, results = [], []
-        for _ in range(args.epochs):
+    before, after, plain, cached, cache = [], [], [], [], {}
+    for _ in range(args.epochs):  # epoch k before, then epoch k after: side by side
+        for cache_or_none, times, results in ((None, before, plain), (cache, after, cached)):
             t0 = time.perf_counter()
-            results.append(validate(tasks, cfgs, val, rt, teacher_cache=cache))
+            results.append(validate(tasks, cfgs, val, rt, teacher_cache=cache_or_none))
             times.append(time.perf_counter() - t0)
-        return times, results
-
-    before, plain = epochs(None)
-    after, cached = epochs({})
     assert all(r == plain[0] for r in plain + cached), "the cache changed the validation results"
     mean = lambda t: sum(t) / len(t)  # noqa: E731
     print(f"\n## 2. Validation per epoch of a lockstep student stage ({', '.join(KD)} + bce; teacher "
@@ -150,10 +149,10 @@ def main() -> None:
     p.add_argument("--img_size", type=int, default=32)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="student steps timed per repeat")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--teacher", default="resnet50")
-    p.add_argument("--val_batches", type=int, default=6)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--val_batches", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
     args = p.parse_args()
     np.seterr(over="ignore")  # uint64 hashing wraps by design
     host_step(args)
