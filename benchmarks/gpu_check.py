@@ -2,15 +2,23 @@
 
     python benchmarks/gpu_check.py OUT_DIR [--smoke] [--teachers resnet152 ...] [--budget_s 420]
 
-Writes OUT_DIR/gpu_check.json (rewritten after every section and model, so a run killed on its
-time limit still leaves what it measured) and OUT_DIR/gpu_check.md, and prints the table.
+Writes three files and nothing else into OUT_DIR: gpu_check.json (rewritten after every section
+and model, so a run killed on its time limit still leaves what it measured), gpu_check.md (the
+table, also printed) and gpu_check.log (this script's log, then the tail of the ablation's).
+Data, cache, checkpoints and the ablation's tree go to a temporary folder (--work_dir to keep
+them), removed at the end. Children (the ablation) end with the script: their own process group,
+killed on exit, on SIGTERM/SIGINT/SIGHUP, and by the kernel (PR_SET_PDEATHSIG) if it is SIGKILLed.
 Sections, at 224 px on CUDA (bf16 autocast and channels_last as firekd's Runtime chooses them):
 
 1. environment: GPU, torch, precision, CUDA capability, which optional packages are present;
 2. data: synthetic RGB+IR pairs written and the decoded cache built through firekd's data path;
 3. training: per teacher and the student, (a) model-only img/s of firekd's train_step on tensors
    already on the device, (b) end-to-end img/s of firekd's own loop (cache -> loader -> device
-   augmentation -> train_epoch), the ratio (b)/(a) (target >= 0.9) and peak memory;
+   augmentation -> train_epoch), the ratio (b)/(a) (target >= 0.9) and peak memory, (c) a whole
+   epoch as a stage runs it (training, validation, the checkpoints `end_epoch` writes) in
+   training img/s, and its ratio to (a) (target >= 0.9 for teachers, >= 0.8 for the student);
+   models in order of cost (the student, then the cheapest teachers), so a budget running out
+   costs the dearest;
 4. kd: img/s of a kl_contrastive_l2_bce student step with the frozen teacher against the student
    alone: the teacher forward's share of a KD step;
 5. syncs: one epoch of the end-to-end KD loop under torch.cuda.set_sync_debug_mode("warn"),
@@ -19,8 +27,10 @@ Sections, at 224 px on CUDA (bf16 autocast and channels_last as firekd's Runtime
    compression; the smoke run: kl_contrastive_l2_bce and bce) and `firekd compare` on its output.
 
 Ratios measured in one run are the point; absolute img/s are recorded next to the H200 anchors.
-A global time budget skips what no longer fits, each with its reason; sections never stop the
-script: an error is recorded and the next section runs. ``--smoke`` runs the same code on the CPU
+A global time budget skips what no longer fits, each with its reason, and is checked inside each
+model's measurement too (each model gets a fair share of what is left; a measurement past it stops
+with the steps it has, noted); sections never stop the script: an error is recorded and the next
+section runs. ``--smoke`` runs the same code on the CPU
 at 32 px with a handful of pairs and steps (CI: tests/test_gpu_check.py). The exit code is 1 when
 a section ended in an error.
 
@@ -39,7 +49,9 @@ ablation's closing table and `firekd compare` fail after the results are written
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import ctypes
 import gc
 import importlib.metadata
 import importlib.util
@@ -83,6 +95,9 @@ KD_VARIANT = "kl_contrastive_l2_bce"
 ALL_VARIANTS = (*KD_VARIANTS, "bce")
 SMOKE_VARIANTS = (KD_VARIANT, "bce")  # every loss term and the control: half the smoke's ablation time
 TARGET_RATIO = 0.9
+TARGET_EPOCH_RATIO = {"teacher": 0.9, "student": 0.8}  # whole epoch / model-only
+FILES = ("gpu_check.json", "gpu_check.md", "gpu_check.log")  # everything OUT_DIR receives
+LOG_TAIL_LINES = 150  # of the ablation's own log, appended to gpu_check.log
 CUDA_ONLY = "n/a (CUDA only)"
 NO_DATA = "n/a (no data: see section data)"
 SYNC_MESSAGE = "called a synchronizing"
@@ -96,7 +111,6 @@ PACKAGES = {
     "umap": "ablation: UMAP figures (without it: --max_embed_points 0, no t-SNE/UMAP figures)",
     "pynndescent": "ablation: UMAP figures (with umap)",
 }
-MODEL_SUFFIXES = (".pth", ".pt", ".pt2", ".onnx")
 CPUS = os.cpu_count() or 1
 FIREKD_WORKERS = ExecConfig.__dataclass_fields__["num_workers"].default
 # workers: the loader's, firekd's default --num_workers (what a user gets); prep_workers: writing
@@ -120,7 +134,7 @@ HELP = {"device": "auto, cpu, cuda or cuda:N", "img_size": "image size in px", "
         "calibration_batches": "its --calibration_batches",
         "min_ablation_s": "the ablation starts only with this much of the budget left"}
 SMOKE_DEFAULTS = {"device": "cpu", "img_size": 32, "n": 64, "batch": 16, "steps": 2, "warmup": 1,
-                  "loop_steps": 1, "workers": 1, "prep_workers": 1, "budget_s": 150.0, "reserve_s": 0.0,
+                  "loop_steps": 1, "workers": 1, "prep_workers": 1, "budget_s": 300.0, "reserve_s": 120.0,
                   "ablation_n": 64, "ablation_epochs": 1, "latency_runs": 0, "embed_points": 0,
                   "calibration_batches": 1, "min_ablation_s": 5.0}
 
@@ -137,6 +151,11 @@ class Budget:
     def left(self) -> float:
         return self.total_s - self.elapsed()
 
+    def share(self, reserve_s: float, parts: int) -> float:
+        """A deadline (perf_counter) for the next of ``parts`` measurements: a fair share of what
+        is left beyond ``reserve_s``; what a cheap one leaves goes to the next ones."""
+        return time.perf_counter() + max(0.0, self.left() - reserve_s) / max(1, parts)
+
     def skip_reason(self, reserve_s: float = 0.0, kept_for: str = "") -> str | None:
         """Why to skip what comes next: the budget is spent (``reserve_s`` kept for ``kept_for``)."""
         if self.left() > reserve_s:
@@ -145,8 +164,15 @@ class Budget:
         return f"time budget ({self.elapsed():.0f}s of --budget_s {self.total_s:.0f}s used{kept})"
 
 
+LOG_FILE: list[Path] = []  # OUT_DIR/gpu_check.log once main() has started
+
+
 def log(budget: Budget, message: str) -> None:
-    print(f"[gpu_check {time.strftime('%H:%M:%S')} +{budget.elapsed():6.1f}s] {message}", flush=True)
+    line = f"[gpu_check {time.strftime('%H:%M:%S')} +{budget.elapsed():6.1f}s] {message}"
+    print(line, flush=True)
+    if LOG_FILE:
+        with open(LOG_FILE[0], "a") as f:
+            f.write(line + "\n")
 
 
 class Report:
@@ -193,6 +219,7 @@ class Context:
     work: Path
     missing: dict[str, str] = field(default_factory=dict)
     bundle: Any = None  # firekd DataBundle once section "data" has run
+    deadline: float = float("inf")  # perf_counter time the current model's measurement ends by
     runs: dict[int, Any] = field(default_factory=dict)  # firekd SeedRun per batch size
 
     @property
@@ -201,6 +228,9 @@ class Context:
 
     def log(self, message: str) -> None:
         log(self.budget, message)
+
+    def past_deadline(self) -> bool:
+        return time.perf_counter() > self.deadline
 
     def lacks(self, *packages: str) -> str | None:
         """Why something cannot run here: n/a (the missing package and what needs it), or None."""
@@ -279,19 +309,27 @@ def resident_batch(rt: Runtime, batch: int, size: int) -> tuple:
 
 
 def model_only_rate(task: nn.Module, rt: Runtime, batch: tuple, weights: dict[str, float],
-                    steps: int, warmup: int) -> float:
-    """img/s of firekd's train_step (fused AdamW on CUDA, grad clip, scheduler) on resident tensors."""
+                    steps: int, warmup: int, deadline: float = float("inf")) -> float:
+    """img/s of firekd's train_step (fused AdamW on CUDA, grad clip, scheduler) on resident tensors;
+    past ``deadline`` it stops with the timed steps it has (at least one)."""
     cfg = fit_config(weights, "model-only")
     optimizer, scheduler = make_optimizer(task, cfg, warmup + steps, fused=rt.cuda)
     scaler = make_grad_scaler(rt)
     task.train()
-    t0 = clock(rt)
-    for i in range(warmup + steps):
-        if i == warmup:
-            t0 = clock(rt)
+
+    def step():
         train_step(task, batch, optimizer, weights, rt, grad_clip=cfg.grad_clip, scaler=scaler)
         scheduler.step()
-    return steps * len(batch[0]) / (clock(rt) - t0)
+
+    for _ in range(warmup):
+        step()
+        if time.perf_counter() > deadline:
+            break
+    t0, timed = clock(rt), 0
+    while timed < steps and (timed == 0 or time.perf_counter() <= deadline):
+        step()
+        timed += 1
+    return timed * len(batch[0]) / (clock(rt) - t0)
 
 
 def epoch_images(loader) -> int:
@@ -318,17 +356,88 @@ class LoopRunner:
         self.progress.start_epoch(self.epoch)
         train_epoch([self.progress], self.loader, self.run.rt, self.epoch)
 
-    def rate(self, min_steps: int) -> dict:
+    def rate(self, min_steps: int, deadline: float = float("inf")) -> dict:
         """One warm-up epoch (workers start, cuDNN picks kernels), then whole epochs timed until
-        at least ``min_steps`` steps."""
+        at least ``min_steps`` steps, or fewer (at least one epoch) past ``deadline``."""
         self.one_epoch()
         steps, seconds, epochs = 0, 0.0, 0
-        while steps < min_steps or epochs == 0:
+        while epochs == 0 or (steps < min_steps and time.perf_counter() <= deadline):
             t0 = clock(self.run.rt)
             self.one_epoch()
             seconds += clock(self.run.rt) - t0
             steps, epochs = steps + len(self.loader), epochs + 1
         return {"img_s": epochs * epoch_images(self.loader) / seconds, "steps": steps, "epochs": epochs}
+
+
+class TimedCheckpointer:
+    """firekd's FileCheckpointer (the files a stage writes every epoch), timing its writes."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.seconds, self.writes = inner, 0.0, []
+
+    def _timed(self, name: str, method: Callable, *args) -> None:
+        t0 = time.perf_counter()
+        method(*args)
+        self.seconds += time.perf_counter() - t0
+        self.writes.append(name)
+
+    def load_last(self):
+        return None  # a fresh stage
+
+    def save_last(self, state: dict) -> None:
+        self._timed("state", self.inner.save_last, state)
+
+    def save_best(self, state: dict, epoch: int, score: float) -> None:
+        self._timed("best", self.inner.save_best, state, epoch, score)
+
+    def load_best(self):
+        return self.inner.load_best()
+
+
+def whole_epoch(ctx: Context, name: str, task: nn.Module, batch: int, weights: dict[str, float]) -> dict:
+    """(c) Whole epochs as a stage runs them (`firekd.engine.loop.fit_many`'s body): the data epoch,
+    train_epoch, validate (the teacher-output cache as a student stage uses it), end_epoch with its
+    checkpoint writes. Epoch 1 warms up (validation kernels, first files); epoch 2 is timed, unless
+    the model's share of the budget is spent (then epoch 1, noted)."""
+    from firekd.engine.loop import Member, _Progress, train_epoch, validate
+    from firekd.io import Writer
+    from firekd.recipes.context import FileCheckpointer
+
+    run = ctx.seed_run(batch)
+    rt, loader = run.rt, run.loaders.train
+    kind = "student" if name == STUDENT else "teacher"
+    folder = ctx.work / "checkpoints" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    model = task.trained_modules()["model"]
+    ckpt = TimedCheckpointer(FileCheckpointer(folder, kind, model, kind, meta={}, writer=Writer()))
+    cfg = fit_config(weights, f"{name} whole epoch", kind=kind)
+    progress = _Progress(Member(task, cfg, ckpt), rt, len(loader))
+    cache: dict = {}
+    out: dict[str, Any] = {}
+    try:
+        for epoch in (1, 2):
+            if epoch == 2 and ctx.past_deadline():
+                out["epoch_note"] = "epoch 1 (with its warm-up): the model's share of the budget was spent"
+                break
+            ckpt.seconds, ckpt.writes = 0.0, []
+            t0 = clock(rt)
+            run.loaders.start_epoch(epoch)
+            record = progress.start_epoch(epoch)
+            train = train_epoch([progress], loader, rt, epoch)[0]
+            t1 = clock(rt)
+            val = validate([task], [cfg], run.loaders.val, rt, teacher_cache=cache)[0]
+            t2 = clock(rt)
+            progress.end_epoch({**record, **train, **val, "time_s": t2 - t0})
+            t3 = clock(rt)
+            out.update(epoch_train_s=t1 - t0, epoch_val_s=t2 - t1, epoch_ckpt_s=t3 - t2,
+                       epoch_ckpt_writes="+".join(ckpt.writes), epoch_timed=epoch)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    seconds = out["epoch_train_s"] + out["epoch_val_s"] + out["epoch_ckpt_s"]
+    out["epoch_img_s"] = epoch_images(loader) / seconds
+    out["val_share"] = out["epoch_val_s"] / seconds
+    out["ckpt_share"] = out["epoch_ckpt_s"] / seconds
+    return out
 
 
 @contextlib.contextmanager
@@ -494,16 +603,17 @@ def measure_training(ctx: Context, name: str, model: nn.Module, batch: int) -> d
     weights = VARIANTS["bce"]
     reset_peak(rt)
     out["model_only_img_s"] = model_only_rate(task, rt, resident_batch(rt, batch, args.img_size), weights,
-                                              args.steps, args.warmup)
+                                              args.steps, args.warmup, ctx.deadline)
     anchor = ANCHORS.get(name)
     comparable = anchor and ctx.cuda and args.img_size == 224  # the anchors: H200, 224 px, batch 64
     out.update(anchor_img_s=anchor, vs_anchor=out["model_only_img_s"] / anchor if comparable else None)
     if ctx.bundle is None:
-        out.update(e2e_img_s=NO_DATA, ratio=NO_DATA)
+        out.update(e2e_img_s=NO_DATA, ratio=NO_DATA, epoch_img_s=NO_DATA, epoch_ratio=NO_DATA)
         out["peak_gib"] = peak_gib(rt)
         return out
     try:
-        loop = LoopRunner(task, ctx.seed_run(batch), weights, f"{name} end-to-end").rate(args.loop_steps)
+        loop = LoopRunner(task, ctx.seed_run(batch), weights, f"{name} end-to-end").rate(args.loop_steps,
+                                                                                        ctx.deadline)
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as exc:  # the model-only rate stands; say why the loop has none
@@ -512,6 +622,16 @@ def measure_training(ctx: Context, name: str, model: nn.Module, batch: int) -> d
         out.update(e2e_img_s=loop["img_s"], e2e_steps=loop["steps"],
                    ratio=loop["img_s"] / out["model_only_img_s"])
         out["meets_target"] = out["ratio"] >= TARGET_RATIO
+    try:
+        epoch = whole_epoch(ctx, name, task, batch, weights)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:
+        out.update(epoch_img_s=f"n/a ({type(exc).__name__}: {exc})", epoch_ratio="n/a")
+    else:
+        target = TARGET_EPOCH_RATIO["student" if name == STUDENT else "teacher"]
+        out.update(epoch, epoch_ratio=epoch["epoch_img_s"] / out["model_only_img_s"], epoch_target=target)
+        out["epoch_meets_target"] = out["epoch_ratio"] >= target
     out["peak_gib"] = peak_gib(rt)
     return out
 
@@ -526,7 +646,7 @@ def measure_kd(ctx: Context, teacher: nn.Module, batch: int, alone: dict) -> tup
     task = Distiller(student, teacher, set(weights)).to(rt.device)
     reset_peak(rt)
     kd_rate = model_only_rate(task, rt, resident_batch(rt, batch, args.img_size), weights, args.steps,
-                              args.warmup)
+                              args.warmup, ctx.deadline)
     out = {"kd_img_s": kd_rate, "peak_gib": peak_gib(rt)}
     if isinstance(alone.get("model_only_img_s"), float):
         out.update(student_alone_img_s=alone["model_only_img_s"], student_alone_batch=alone.get("batch"),
@@ -540,6 +660,8 @@ def measure_syncs(ctx: Context, task: nn.Module, batch: int, kd_rate: float) -> 
     weights = VARIANTS[KD_VARIANT]
     runner = LoopRunner(task, ctx.seed_run(batch), weights, f"KD {KD_VARIANT} end-to-end")
     runner.one_epoch()
+    if ctx.past_deadline():
+        raise BudgetSpent("the model's share of the budget was spent after the warm-up epoch")
     t0 = clock(runner.run.rt)
     with counting_syncs(runner.run.rt) as caught:
         runner.one_epoch()
@@ -559,10 +681,17 @@ def measure_syncs(ctx: Context, task: nn.Module, batch: int, kd_rate: float) -> 
             "within_design": len(syncs) <= out["syncs_by_design"], "sources": dict(sources.most_common(8))}
 
 
+class BudgetSpent(Exception):
+    """A measurement stopped by the model's share of the budget (recorded as skipped)."""
+
+
 def record(models: dict, name: str, measure: Callable[[], dict]) -> dict | None:
     """models[name] = the measurement with status ok, or the error; returns the measurement or None."""
     try:
         result = measure()
+    except BudgetSpent as exc:
+        models[name] = {"status": "skipped", "reason": f"time budget: {exc}"}
+        return None
     except Exception as exc:
         models[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}",
                         "traceback": traceback.format_exc(limit=8).splitlines()[-9:]}
@@ -579,7 +708,9 @@ def measure_models(ctx: Context) -> None:
         entry.update(status="running", models={})
     ctx.log("training, kd, syncs: start")
     t0 = time.perf_counter()
-    for name in (STUDENT, *ctx.args.teachers):
+    names = (STUDENT, *by_cost(ctx.args.teachers))
+    for k, name in enumerate(names):
+        ctx.deadline = ctx.budget.share(ctx.args.reserve_s, len(names) - k)
         reason = ctx.budget.skip_reason(ctx.args.reserve_s, "the ablation")
         if reason:
             for key in ("training",) if name == STUDENT else sections:
@@ -598,6 +729,12 @@ def measure_models(ctx: Context) -> None:
                                         for name, m in entry["models"].items() if m["status"] != "ok")
         entry["time_s"] = round(time.perf_counter() - t0, 2)
     ctx.report.save()
+
+
+def by_cost(teachers: list[str]) -> list[str]:
+    """Cheapest first (highest H200 anchor img/s; teachers without an anchor, e.g. resnet18/50,
+    first): when the budget runs out, the dearest are the ones not measured."""
+    return sorted(teachers, key=lambda name: -ANCHORS.get(name, float("inf")))
 
 
 def measure_one(ctx: Context, name: str, sections: dict[str, dict]) -> None:
@@ -707,22 +844,61 @@ for argv in commands:
 """
 
 
+CHILDREN: set[int] = set()  # process groups of running children, ended with the script
+
+
+def end_children() -> None:
+    """Kill every child's process group (the driver and its loader workers)."""
+    for pgid in list(CHILDREN):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        CHILDREN.discard(pgid)
+
+
+def _on_signal(signum, frame) -> None:
+    end_children()
+    raise SystemExit(128 + signum)  # unwinds main(): the report is saved, the work folder removed
+
+
+def die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGKILL when this script dies, even by SIGKILL
+    (Linux; elsewhere the atexit and signal handlers are what ends it)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+def install_exit_handlers() -> None:
+    """Children end with the script: at exit, and on SIGTERM/SIGINT/SIGHUP."""
+    atexit.register(end_children)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _on_signal)
+
+
+def start_child(argv: list[str], stdout, env: dict | None = None) -> subprocess.Popen:
+    """A child in its own process group (its loader workers with it), ended with the script."""
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=die_with_parent if sys.platform == "linux" else None)
+    CHILDREN.add(proc.pid)  # its own session: its pid is its process group's id
+    return proc
+
+
 def run_cli(commands: list[list[str]], log_path: Path, timeout_s: float) -> dict[str, dict]:
     """The firekd ``commands`` in a child process (its own process group, output to ``log_path``),
-    killed with its loader workers past ``timeout_s``: {command: {rc, wall_s[, tail]}}."""
+    killed with its loader workers past ``timeout_s`` or when this script ends:
+    {command: {rc, wall_s[, tail]}}."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"),
                                                                      os.environ.get("PYTHONPATH")]))}
     record_path = log_path.with_suffix(".rc.json")
     record_path.unlink(missing_ok=True)
     with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(record_path), json.dumps(commands)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = start_child([sys.executable, "-c", DRIVER, str(record_path), json.dumps(commands)], out, env)
         try:
             end = f"exit code {proc.wait(timeout=max(1.0, timeout_s))}"
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
             end = f"killed after {timeout_s:.0f}s (time budget)"
+        finally:
+            end_children()  # the driver's loader workers too, whatever happened
+            proc.wait()
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     tail = log_path.read_text(errors="replace").splitlines()[-8:]
     for argv in commands:
@@ -743,16 +919,6 @@ def f1_summary(folder: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def drop_model_files(folder: Path) -> int:
-    """Checkpoints are not results: remove them so OUT_DIR stays small enough to fetch."""
-    removed = 0
-    for path in folder.rglob("*"):
-        if path.is_file() and path.suffix in MODEL_SUFFIXES:
-            removed += path.stat().st_size
-            path.unlink()
-    return removed
-
-
 def ablation_csv(ctx: Context) -> Path:
     """The first --ablation_n pairs of the synthetic data (the same image files)."""
     csv = Path(ctx.bundle.config.csv)
@@ -767,24 +933,36 @@ def ablation_csv(ctx: Context) -> Path:
     return path
 
 
+def append_log_tail(path: Path, what: str) -> None:
+    """The last lines of a child's log, into gpu_check.log."""
+    if not LOG_FILE or not path.exists():
+        return
+    lines = path.read_text(errors="replace").splitlines()
+    with open(LOG_FILE[0], "a") as f:
+        f.write(f"---- {what}: last {min(len(lines), LOG_TAIL_LINES)} of {len(lines)} lines of its log\n")
+        f.write("\n".join(lines[-LOG_TAIL_LINES:]) + "\n---- end\n")
+
+
 def ablation(ctx: Context, entry: dict) -> None:
     if ctx.bundle is None:
         raise RuntimeError("no data (section data failed)")
-    folder = ctx.out / "ablation"
+    folder = ctx.work / "ablation"  # the whole tree stays in the work folder: OUT_DIR gets 3 files
     csv = ablation_csv(ctx)
     entry["pairs"] = min(ctx.args.ablation_n, len(ctx.bundle.records))
     argv, notes = ablation_argv(ctx, csv, folder)
     entry.update(command="firekd " + " ".join(argv), notes=notes)
     ctx.log(f"ablation: firekd {' '.join(argv)}; then firekd compare")
-    entry.update(run_cli([argv, ["compare", str(folder)]], ctx.out / "ablation.log", ctx.budget.left()))
+    log_path = ctx.work / "ablation.log"
+    try:
+        entry.update(run_cli([argv, ["compare", str(folder)]], log_path, ctx.budget.left()))
+    finally:
+        append_log_tail(log_path, "firekd ablation + compare")
     for command in ("ablation", "compare"):
         done = entry[command]
         ctx.log(f"ablation: firekd {command} rc {done['rc']} in {done.get('wall_s', '-')}s")
     entry["f1_macro"] = f1_summary(folder)
     entry["compressed"] = any("student_quantized" in models or "student_pruned" in models
                               for models in entry["f1_macro"].values())
-    if not ctx.args.keep_models:
-        entry["model_files_removed_mb"] = round(drop_model_files(folder) / 2**20, 1)
     codes = entry["ablation"]["rc"], entry["compare"]["rc"]
     if codes != (0, 0):
         entry.update(status="error", error=f"firekd ablation rc {codes[0]}, firekd compare rc {codes[1]}")
@@ -806,7 +984,7 @@ def model_row(name: str, sections: dict) -> str:
     syncs = sections.get("syncs", {}).get("models", {}).get(name, {})
     if train.get("status") != "ok":
         why = train.get("error") or train.get("reason", "")
-        return f"| {name} | {train.get('status', '-')}: {why} |" + " |" * 12
+        return f"| {name} | {train.get('status', '-')}: {why} |" + " |" * 16
     peak = fmt(train.get("peak_gib"), 1)
     if "est_gib" in train:
         peak += f" (est. {fmt(train['est_gib'], 1)})"
@@ -816,9 +994,13 @@ def model_row(name: str, sections: dict) -> str:
                 if kd.get("status") == "ok" else [kd.get("status", "-")] + ["-"] * 5)
     if name == STUDENT:
         kd_cells = ["(student alone)"] + ["-"] * 5
+    epoch_ratio = fmt(train.get("epoch_ratio"), 2)
+    if "epoch_target" in train:
+        epoch_ratio += f" (>= {train['epoch_target']})"
     cells = [name, fmt(train.get("batch")), fmt(train.get("model_only_img_s")),
              fmt(train.get("anchor_img_s")), fmt(train.get("vs_anchor"), 2), fmt(train.get("e2e_img_s")),
-             fmt(train.get("ratio"), 2), peak, *kd_cells]
+             fmt(train.get("ratio"), 2), fmt(train.get("epoch_img_s")), epoch_ratio,
+             fmt(train.get("val_share"), 2), fmt(train.get("ckpt_share"), 2), peak, *kd_cells]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -835,9 +1017,10 @@ def render_markdown(report: Report) -> str:
                      f"{fmt(data['cache_s'], 1)}s ({fmt(data['cache_pairs_per_s'])} pairs/s)")
     lines += [f"- missing packages: {', '.join(env.get('missing', {})) or 'none'}", "",
              "| model | batch | model-only img/s | H200 anchor | vs anchor | end-to-end img/s | "
-             f"e2e / model-only (target >= {TARGET_RATIO}) | peak GiB | KD step img/s | teacher share | "
+             f"e2e / model-only (target >= {TARGET_RATIO}) | whole epoch img/s | epoch / model-only | "
+             "val share | ckpt share | peak GiB | KD step img/s | teacher share | "
              "KD / student-alone time | KD end-to-end img/s | KD e2e / KD step | syncs/step |",
-             "|---" * 14 + "|"]
+             "|---" * 18 + "|"]
     lines += [model_row(name, s) for name in s.get("training", {}).get("models", {})]
     run, compare = abl.get("ablation", {}), abl.get("compare", {})
     abl_line = (f"- ablation: {abl.get('status', '-')}; firekd ablation rc {run.get('rc', '-')} in "
@@ -868,7 +1051,7 @@ def canonical_teacher(name: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out_dir", metavar="OUT_DIR",
-                   help="where gpu_check.json, gpu_check.md and the ablation go")
+                   help="receives gpu_check.json, gpu_check.md and gpu_check.log, nothing else")
     p.add_argument("--smoke", action="store_true", help="CPU, 32 px, a handful of pairs and steps (CI)")
     p.add_argument("--teachers", nargs="+", default=None,
                    help=f"default: {' '.join(SPEC_TEACHERS)} (smoke: resnet18)")
@@ -878,8 +1061,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"default: {' '.join(ALL_VARIANTS)} (smoke: {' '.join(SMOKE_VARIANTS)})")
     p.add_argument("--grad_checkpointing", choices=("auto", "on", "off"), default="auto",
                    help="teachers' activation checkpointing, as firekd's flag (default: auto)")
-    p.add_argument("--work_dir", default=None, help="data and cache (default: a temporary folder, removed)")
-    p.add_argument("--keep_models", action="store_true", help="keep the ablation's checkpoints in OUT_DIR")
+    p.add_argument("--work_dir", default=None,
+                   help="data, cache, checkpoints and the ablation's tree, kept (default: a temporary "
+                        "folder, removed)")
     for name, value in GPU_DEFAULTS.items():
         p.add_argument(f"--{name}", type=type(value), default=None,
                        help=f"{HELP[name]} (default: {value}; smoke: {SMOKE_DEFAULTS[name]})")
@@ -899,6 +1083,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        (out / name).unlink(missing_ok=True)
+    LOG_FILE[:] = [out / "gpu_check.log"]
+    install_exit_handlers()
     budget = Budget(args.budget_s)
     report = Report(out, {"mode": "smoke" if args.smoke else "gpu",
                           "started": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_s": args.budget_s,
@@ -920,7 +1108,11 @@ def main(argv: list[str] | None = None) -> int:
         run_section(ctx, "ablation", lambda e: ablation(ctx, e), reserve_s=args.min_ablation_s,
                     needs=("filelock",))
     finally:
-        print("\n" + report.save(), flush=True)
+        end_children()
+        markdown = report.save()
+        print("\n" + markdown, flush=True)
+        with open(LOG_FILE[0], "a") as f:
+            f.write("\n" + markdown)
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
     failed = [n for n, e in report.data["sections"].items() if e.get("status") == "error"]

@@ -7,10 +7,14 @@ a GPU machine does not fail on something a CPU could have shown.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +38,7 @@ def measured(value) -> bool:
 def smoke(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out, work = tmp_path_factory.mktemp("gpu_check"), tmp_path_factory.mktemp("gpu_check_work")
     done = subprocess.run([sys.executable, str(SCRIPT), str(out), "--smoke", "--work_dir", str(work)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=600)
     return out, done
 
 
@@ -59,9 +63,13 @@ def test_smoke_records_a_number_or_a_reason_for_every_measurement(smoke):
     assert all(measured(s["data"][k]) for k in ("synth_s", "load_s", "cache_s"))
     for model in MODELS:
         train = s["training"]["models"][model]
-        for key in ("model_only_img_s", "e2e_img_s", "ratio", "peak_gib"):
+        for key in ("model_only_img_s", "e2e_img_s", "ratio", "peak_gib", "epoch_img_s", "epoch_ratio",
+                    "val_share", "ckpt_share"):
             assert measured(train[key]), (model, key, train[key])
         assert train["model_only_img_s"] > 0 and train["e2e_img_s"] > 0
+        # the whole epoch: training, then validation and the checkpoint writes beside it
+        assert train["epoch_val_s"] > 0 and train["epoch_timed"] in (1, 2)
+        assert "state" in train["epoch_ckpt_writes"] and train["epoch_ckpt_s"] > 0
     assert measured(s["training"]["models"]["resnet18"]["est_gib"])
     kd = s["kd"]["models"]["resnet18"]
     for key in ("kd_img_s", "student_alone_img_s", "kd_time_ratio", "teacher_share", "peak_gib"):
@@ -85,5 +93,88 @@ def test_smoke_writes_and_prints_the_table(smoke):
     for model in MODELS:
         assert f"| {model} | 16 |" in table
     assert "firekd ablation rc 0" in table and "firekd compare rc 0" in table
+    assert "| whole epoch img/s | epoch / model-only |" in table
     assert table.strip() in done.stdout
-    assert not list((out / "ablation").rglob("*.pth")), "checkpoints are removed from OUT_DIR"
+
+
+@pytest.mark.slow
+def test_smoke_returns_three_files_and_nothing_else(smoke):
+    out, _ = smoke
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
+    log = (out / "gpu_check.log").read_text()
+    assert "training, kd, syncs: start" in log and "firekd ablation + compare: last" in log
+
+
+def _script():
+    """benchmarks/gpu_check.py as a module (registered: its dataclasses look themselves up)."""
+    if "gpu_check" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["gpu_check"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["gpu_check"]
+
+
+def test_models_are_measured_cheapest_first():
+    gc = _script()
+    assert gc.by_cost(["efficientnet_b7", "resnet152", "vit_b_16", "swin_tiny", "resnet18"]) == [
+        "resnet18", "vit_b_16", "swin_tiny", "resnet152", "efficientnet_b7"]
+
+
+def test_the_budget_is_checked_inside_a_models_measurement():
+    """Past the model's deadline the timed loop stops after one step instead of running them all."""
+    import torch
+
+    from firekd.engine.runtime import Runtime
+    from firekd.kd.distiller import Supervised
+    from firekd.models import create_student
+
+    gc = _script()
+    rt = Runtime(torch.device("cpu"))
+    task = Supervised(create_student("firekd_student", pretrained=False))
+    steps = []
+    forward = task.forward
+    task.forward = lambda *a, **k: steps.append(1) or forward(*a, **k)
+    batch = gc.resident_batch(rt, 2, 32)
+    gc.model_only_rate(task, rt, batch, {"bce": 1.0}, steps=50, warmup=5, deadline=0.0)
+    assert len(steps) == 1 + 1  # one warm-up step, one timed step
+    assert gc.Budget(100).share(reserve_s=40, parts=3) - time.perf_counter() == pytest.approx(20, abs=1)
+
+
+CHILD_HOLDER = """
+import subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+import gpu_check
+gpu_check.install_exit_handlers()
+child = gpu_check.start_child([sys.executable, "-c", "import time; time.sleep(120)"], subprocess.DEVNULL)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # a zombie has ended, its parent gone
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and uses PR_SET_PDEATHSIG")
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_children_end_with_the_script(how):
+    """The ablation's child (its own process group) dies when the script is terminated or killed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    holder = subprocess.Popen([sys.executable, "-c", CHILD_HOLDER, str(SCRIPT.parent)], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    try:
+        child = int(holder.stdout.readline())
+        assert not _gone(child)
+        holder.send_signal(how)
+        holder.wait(timeout=30)
+        deadline = time.time() + 10
+        while not _gone(child) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _gone(child)
+    finally:
+        holder.kill()

@@ -443,3 +443,32 @@ def test_models_command_prints_a_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert code == 0 and lines[0].startswith("| kind")
     assert [line.split("|")[2].strip() for line in lines[2:]] == ["resnet18", "firekd_student"]
+
+
+def _with_random_bn_statistics(model: nn.Module) -> nn.Module:
+    """A copy in eval whose BatchNorm running statistics are not the identity's (mean 0, var 1)."""
+    model = copy.deepcopy(model).eval()
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(1 + 0.5 * torch.rand(m.running_var.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("name", [*TEACHERS, *STUDENTS])
+def test_sync_batchnorm_keeps_every_activation(name):
+    """--sync_bn converts every BatchNorm, timm's fused BatchNormAct2d included, and leaves the
+    eval outputs as they were (torch's own converter silently dropped the fused activations)."""
+    from firekd.engine.runtime import sync_batchnorm
+
+    model = _with_random_bn_statistics(teacher(name) if name in TEACHERS else student(name))
+    rgb, ir = inputs()
+    args = (rgb, ir) if getattr(model, "modalities", "rgb") == "rgb+ir" else (rgb,)
+    synced = sync_batchnorm(copy.deepcopy(model)).eval()
+    with torch.no_grad():
+        before, after = model(*args), synced(*args)
+    plain = [m for m in synced.modules() if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d)]
+    assert not plain, f"{len(plain)} BatchNorm layers left unsynchronised"
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b)

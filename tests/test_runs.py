@@ -92,6 +92,24 @@ def test_teacher_efficiency_is_measured_once_per_architecture(two_teachers):
         assert len(params) == 1
 
 
+def test_teacher_efficiency_is_measured_after_every_job_and_merged_into_each_seed(two_teachers):
+    """No GPU waits while the CPU times a teacher: the measurement comes after the last job, and
+    each seed's teacher block then holds exactly the stored numbers, after its evaluation metrics."""
+    out, log = two_teachers
+    lines = log.splitlines()
+    last_job = max(i for i, line in enumerate(lines) if re.match(r"seed \d: .* done in", line))
+    first_measure = min(i for i, line in enumerate(lines) if ": measuring params" in line)
+    assert last_job < first_measure
+    for teacher in ("resnet18", "resnet50"):
+        stored = json.loads(next((out / "teachers" / teacher).glob("efficiency-*.json")).read_text())
+        for seed in (1, 2):
+            block = json.loads((out / f"metrics/{teacher}_kl_bce/seed_{seed}/final_evaluation.json")
+                               .read_text())["teacher"]
+            assert list(block)[-len(stored["efficiency"]):] == list(stored["efficiency"])
+            assert {k: block[k] for k in stored["efficiency"]} == stored["efficiency"]
+            assert "f1_macro" in block
+
+
 def test_a_changed_teacher_setting_trains_a_new_teacher(data, tmp_path, capsys):
     args = ["ablation", "--csv", data, "--output", tmp_path, "--teachers", "resnet18", "--seeds", "1",
             "--teacher_only", *TINY]

@@ -185,3 +185,21 @@ def test_teardown_leaves_the_group(monkeypatch):
     distributed.teardown()
     assert not dist.is_initialized() and not distributed.info().enabled
     distributed.teardown()  # a second call is harmless
+
+
+@pytest.mark.parametrize("saved", [{}, None])
+def test_an_fp16_scaler_resumes_from_a_bf16_or_cpu_state(saved):
+    """A bf16/fp32/CPU run saves an empty scaler state; resumed on an fp16 GPU it must not raise."""
+    from firekd.engine.runtime import load_scaler_state
+
+    fp16 = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0**10)
+    with pytest.raises(RuntimeError, match="empty"):
+        fp16.load_state_dict({})  # what the loop did before
+    load_scaler_state(fp16, saved)
+    assert fp16.get_scale() == 2.0**10
+    other = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0**4)
+    load_scaler_state(other, fp16.state_dict())
+    assert other.get_scale() == 2.0**10
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    load_scaler_state(disabled, fp16.state_dict())  # an fp16 state on a bf16/CPU run: ignored
+    assert not disabled.is_enabled()

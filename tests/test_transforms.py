@@ -336,3 +336,41 @@ def test_device_transform_follows_the_epoch():
     assert torch.equal(rt.to_device(_batch(rgb, ir), train=True)[0], first)
     tfs[0].set_epoch(2)
     assert not torch.equal(rt.to_device(_batch(rgb, ir), train=True)[0], first)
+
+
+def test_loader_workers_draw_the_device_transforms_parameters_whatever_their_number():
+    """With the transform on the device, the workers draw each sample's parameters from (seed,
+    epoch, index) alone: the same with 0 or 2 workers, and the same views as a draw in the
+    training process (the batch of four, as before)."""
+    records = pd.DataFrame({"row": np.arange(8) + 2, "fire": 0, "smoke": 0})
+    dataset = PairedDataset(records, np.arange(8), _Markers())
+    tf = PairedTransform(32, train=True)
+    rt = Runtime(torch.device("cpu"), seed=1, device_transforms=(tf, PairedTransform(32, train=False)))
+    tf.set_epoch(3)
+    drawn = []
+    for workers in (0, 2):
+        loader = make_loader(dataset, batch_size=4, train=True, transform=None, draw=tf, seed=1,
+                             num_workers=workers, generator=torch.Generator().manual_seed(workers))
+        params = {}
+        for batch in loader:
+            assert len(batch) == 5 and batch[0].dtype == torch.uint8
+            params.update({int(i): p for i, p in zip(batch[3], batch[4], strict=True)})
+            on_device = rt.to_device(batch, train=True)
+            on_host = rt.to_device(batch[:4], train=True)
+            assert all(torch.equal(a, b) for a, b in zip(on_device, on_host, strict=True))
+        drawn.append(params)
+    assert drawn[0].keys() == drawn[1].keys() == set(range(8))
+    expected = tf.params_for(sample_keys(1, np.arange(8), 3), 32, 32)
+    for i in range(8):
+        assert torch.equal(drawn[0][i], drawn[1][i])
+        assert np.array_equal(drawn[0][i].numpy(), expected[i])
+
+
+def test_runtime_batches_on_the_cpu_are_to_device_of_each_batch():
+    rgb, ir = _marker_batch(4, 32)
+    batches = [_batch(rgb, ir), _batch(rgb.flip(0), ir.flip(0), [4, 5, 6, 7])]
+    rt = Runtime(torch.device("cpu"), seed=2,
+                 device_transforms=(PairedTransform(32, train=True), PairedTransform(32, train=False)))
+    got = list(rt.batches(batches, train=True))
+    for out, batch in zip(got, batches, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(out, rt.to_device(batch, train=True), strict=True))

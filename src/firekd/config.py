@@ -235,6 +235,9 @@ class ExecConfig:
                                       "naive baseline the reuse benchmark compares against)")
     num_workers: int = option(4, kind=EXEC, group="training", type=non_negative_int,
                               help="data loader worker processes, capped at the CPU count")
+    save_every: int = option(1, kind=EXEC, group="training", type=positive_int,
+                             help="write a stage's resume state (model, optimizer) every N epochs and "
+                                  "at its last; a killed run redoes at most N-1 epochs, same result")
     lockstep: str = option("on", kind=EXEC, group="training", choices=("on", "off"),
                            help="on: the loss variants of a seed (and the bce control) train in one pass "
                                 "over the same batches, the teacher running once per batch; off: one "

@@ -69,39 +69,60 @@ class StackedBatch(tuple):
     """A batch that the dataset already stacked (marks it for the collate function)."""
 
 
-def apply_transform(transform: PairedTransform, batch: Batch, seed: int, epoch: int | None = None) -> Batch:
+def apply_transform(transform: PairedTransform, batch: Batch | tuple, seed: int,
+                    epoch: int | None = None) -> Batch:
     """Run the transform with each sample's randomness drawn from (seed, epoch, its index) alone.
 
     So a sample's view does not depend on the other samples of its batch, the number of loader
     workers, their persistence, the device, or where a resumed run picks up. ``epoch`` defaults to
     the transform's (`PairedTransform.set_epoch`). No global RNG (CPU or CUDA) is read or
-    reseeded; ``index`` stays on the host.
+    reseeded; ``index`` stays on the host. A batch of five carries its parameters, drawn by a
+    loader worker from the same keys (`augmentation_params`): they are used as they are.
     """
-    rgb, ir, labels, index = batch
+    rgb, ir, labels, index = batch[:4]
+    if len(batch) == 5:
+        rgb, ir = transform(rgb, ir, params=batch[4])
+        return rgb, ir, labels, index
     epoch = transform.epoch if epoch is None else epoch
     rgb, ir = transform(rgb, ir, keys=sample_keys(seed, index.cpu(), epoch))
     return rgb, ir, labels, index
 
 
+def augmentation_params(transform: PairedTransform, batch: Batch, seed: int) -> torch.Tensor:
+    """(B, P) float32: the packed parameters `apply_transform` would draw for ``batch`` now."""
+    rgb, _, _, index = batch
+    keys = sample_keys(seed, index.cpu(), transform.epoch)
+    return torch.from_numpy(transform.params_for(keys, rgb.shape[-2], rgb.shape[-1]))
+
+
 class CollateTransform:
-    """Stacks samples and, unless the transform is deferred to the device, applies it."""
+    """Stacks samples and, unless the transform is deferred to the device, applies it. Deferred,
+    ``draw`` (the device's train transform) has the worker draw the batch's augmentation
+    parameters: the batch is then (rgb, ir, labels, index, params)."""
 
-    def __init__(self, transform: PairedTransform | None, seed: int = 0) -> None:
-        self.transform, self.seed = transform, seed
+    def __init__(self, transform: PairedTransform | None, seed: int = 0,
+                 draw: PairedTransform | None = None) -> None:
+        self.transform, self.seed, self.draw = transform, seed, draw
 
-    def __call__(self, samples: list[Batch] | StackedBatch) -> Batch:
+    def __call__(self, samples: list[Batch] | StackedBatch) -> Batch | tuple:
         if isinstance(samples, StackedBatch):
             batch = tuple(samples)
         else:
             batch = tuple(torch.stack(parts) for parts in zip(*samples, strict=True))
-        return batch if self.transform is None else apply_transform(self.transform, batch, self.seed)
+        if self.transform is not None:
+            return apply_transform(self.transform, batch, self.seed)
+        if self.draw is not None and self.draw.train:
+            return (*batch, augmentation_params(self.draw, batch, self.seed))
+        return batch
 
 
 def make_loader(dataset: PairedDataset, *, batch_size: int, train: bool,
                 transform: PairedTransform | None, seed: int = 0, num_workers: int = 0,
                 generator: torch.Generator | None = None, pin_memory: bool = False,
-                sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
-    """``transform=None`` leaves batches as integer images (the device applies the transform).
+                sampler: torch.utils.data.Sampler | None = None,
+                draw: PairedTransform | None = None) -> DataLoader:
+    """``transform=None`` leaves batches as integer images (the device applies the transform);
+    then ``draw``, the device's train transform, has the workers draw its parameters.
 
     ``generator`` drives the shuffle alone (the sampler's own): reseed it at the start of each
     epoch and the order is reproducible whatever the number of workers. The loader's own
@@ -116,7 +137,7 @@ def make_loader(dataset: PairedDataset, *, batch_size: int, train: bool,
         # a distributed sampler gives each rank its share: keep a lone partial batch there too
         drop_last=train and (len(sampler) if sampler is not None else len(dataset)) > batch_size,
         num_workers=num_workers,
-        collate_fn=CollateTransform(transform, seed),
+        collate_fn=CollateTransform(transform, seed, draw),
         generator=torch.Generator().manual_seed(seed),
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,

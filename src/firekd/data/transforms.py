@@ -6,8 +6,10 @@ per modality. Then both are scaled to [0, 1] and normalised per modality.
 
 The random parameters are drawn on the host, per sample, from a counter-based hash of a per-sample
 key (see `sample_keys`): sample i gets the same view whatever else is in its batch, whatever the
-device. They follow torchvision v2's RandomResizedCrop, RandomHorizontalFlip, RandomRotation and
-ColorJitter (brightness, contrast, saturation in a random order; no hue). The batch is then
+device. When the transform runs on the GPU, the loader workers draw them (`params_for`) and the
+batch brings them along, so the training process only launches the batched ops. They follow
+torchvision v2's RandomResizedCrop, RandomHorizontalFlip, RandomRotation and ColorJitter
+(brightness, contrast, saturation in a random order; no hue). The batch is then
 transformed with a fixed number of tensor ops whatever its size: one `grid_sample` of RGB and IR
 stacked on channels (crop, flip and rotation composed into one affine map, bilinear) and the
 jitter as per-sample factor tensors. All parameters reach the device in one non-blocking copy.
@@ -209,16 +211,23 @@ class PairedTransform:
     def epoch(self) -> int:
         return int(self._epoch)
 
-    def __call__(self, rgb: torch.Tensor, ir: torch.Tensor,
-                 keys: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, rgb: torch.Tensor, ir: torch.Tensor, keys: np.ndarray | None = None,
+                 params: np.ndarray | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``params``: the batch's packed parameters (`params_for`), drawn beforehand (in a
+        loader worker) and maybe already on the device; else drawn here from ``keys``."""
         rgb = rgb.float().div_(255.0)
         ir = ir.float().div_(self.ir_max)
         if self.train:
-            if keys is None:
-                keys = sample_keys(int(torch.randint(2**62, ())), np.arange(len(rgb)))
-            draw = self.draw(keys, rgb.shape[-2], rgb.shape[-1])
-            rgb, ir = self.augment(rgb, ir, self.pack(draw, rgb.shape[-2], rgb.shape[-1]))
+            if params is None:
+                if keys is None:
+                    keys = sample_keys(int(torch.randint(2**62, ())), np.arange(len(rgb)))
+                params = self.params_for(keys, rgb.shape[-2], rgb.shape[-1])
+            rgb, ir = self.augment(rgb, ir, params)
         return normalize(rgb, ir)
+
+    def params_for(self, keys: np.ndarray, height: int, width: int) -> np.ndarray:
+        """(B, _NPARAM) float32: every sample's packed parameters, from its key alone."""
+        return self.pack(self.draw(keys, height, width), height, width)
 
     def draw(self, keys: np.ndarray, height: int, width: int) -> AugDraw:
         """Every sample's parameters from its key, with torchvision v2's distributions."""
@@ -261,10 +270,11 @@ class PairedTransform:
         return out
 
     def augment(self, rgb: torch.Tensor, ir: torch.Tensor,
-                params: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Warp RGB and IR (floats in [0, 1]) together, then jitter each; params from `pack`."""
-        p = torch.from_numpy(params)
-        if rgb.device.type == "cuda":
+                params: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Warp RGB and IR (floats in [0, 1]) together, then jitter each; params from `pack`
+        (a tensor already on the device when the loader drew them and the batch copy moved them)."""
+        p = torch.as_tensor(params)
+        if p.device != rgb.device and rgb.device.type == "cuda":
             p = p.pin_memory().to(rgb.device, non_blocking=True)  # the step's only copy, async
         else:
             p = p.to(rgb.device)

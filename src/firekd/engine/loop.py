@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from firekd.engine import distributed
 from firekd.engine.early_stopping import EarlyStopping
-from firekd.engine.runtime import Runtime, make_grad_scaler, optimizer_step
+from firekd.engine.runtime import Runtime, load_scaler_state, make_grad_scaler, optimizer_step
 from firekd.errors import TrainingError
 from firekd.kd.distiller import model_outputs
 from firekd.metrics.classification import best_thresholds, classification_scores
@@ -51,6 +51,7 @@ class FitConfig:
     grad_clip: float = 10.0
     log_every: int = 20
     warmup_fraction: float = 0.1
+    save_every: int = 1  # the resume state is written every N epochs and when the member is done
 
 
 class Checkpointer(Protocol):
@@ -176,7 +177,7 @@ class _Progress:
         self.task.load_state_dict(state["task"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state.get("scaler", {}))
+        load_scaler_state(self.scaler, state.get("scaler"))
         self.stopper.load_state_dict(state["early_stopping"])
         self.history, self.next_epoch = state["history"], state["epoch"] + 1
         log.info("[%s] resuming after epoch %d (best %.4f at epoch %d)", self.cfg.label, state["epoch"],
@@ -203,12 +204,12 @@ class _Progress:
                                for name, m in self.task.trained_modules().items()}
             if ckpt:
                 ckpt.save_best(self.best_state, record["epoch"], self.stopper.best_score)
-        if ckpt:
+        self.next_epoch = record["epoch"] + 1
+        if ckpt and (record["epoch"] % self.cfg.save_every == 0 or self.done):
             ckpt.save_last({"epoch": record["epoch"], "task": self.task.state_dict(),
                             "optimizer": self.optimizer.state_dict(),
                             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                             "early_stopping": self.stopper.state_dict(), "history": self.history})
-        self.next_epoch = record["epoch"] + 1
 
     def result(self) -> FitResult:
         """Restore the best weights (from the checkpointer after a resume) and report."""
@@ -242,6 +243,7 @@ def fit_many(members: list[Member], train_loader, val_loader, rt: Runtime,
     if len({m.cfg.seed for m in members}) > 1:
         raise ValueError("members trained together share one seed (and so their batches)")
     progress = [_Progress(m, rt, len(train_loader)) for m in members]
+    teacher_val: dict = {}  # the frozen teacher's validation outputs: computed in epoch 1, then reused
     while not all(p.done for p in progress):
         epoch = min(p.next_epoch for p in progress if not p.done)
         active = [p for p in progress if not p.done and p.next_epoch == epoch]
@@ -251,7 +253,8 @@ def fit_many(members: list[Member], train_loader, val_loader, rt: Runtime,
         records = [p.start_epoch(epoch) for p in active]
         with _out_of_memory(active, epoch, getattr(train_loader, "batch_size", None)):
             train = train_epoch(active, train_loader, rt, epoch)
-            val = validate([p.task for p in active], [p.cfg for p in active], val_loader, rt)
+            val = validate([p.task for p in active], [p.cfg for p in active], val_loader, rt,
+                           teacher_cache=teacher_val)
         seconds = round(time.perf_counter() - t0, 3)  # one pass: the same wall time for every member
         for p, record, t, v in zip(active, records, train, val, strict=True):
             p.end_epoch({**record, **t, **v, "time_s": seconds})
@@ -294,8 +297,7 @@ def train_epoch(active: list[_Progress], loader, rt: Runtime, epoch: int) -> lis
     label = active[0].cfg.label if len(active) == 1 else f"{len(active)} {active[0].cfg.kind}s"
     bar = tqdm(loader, desc=f"{label} {epoch}/{max(p.cfg.epochs for p in active)}", leave=False,
                unit="batch", disable=None if distributed.info().is_main else True)
-    for step, batch in enumerate(bar, 1):
-        batch = rt.to_device(batch, train=True)
+    for step, batch in enumerate(rt.batches(bar, train=True), 1):
         with rt.autocast():
             shared = teacher_targets([p.task for p in active], batch[0], batch[1])
         for k, p in enumerate(active):
@@ -336,19 +338,37 @@ def _check_finite(value: float, cfg: FitConfig, epoch: int, step: int) -> None:
 
 
 @torch.no_grad()
-def validate(tasks: list[nn.Module], cfgs: list[FitConfig], loader, rt: Runtime) -> list[dict[str, float]]:
+def validate(tasks: list[nn.Module], cfgs: list[FitConfig], loader, rt: Runtime, *,
+             teacher_cache: dict | None = None) -> list[dict[str, float]]:
     """Per task: weighted loss, raw terms and macro-F1 (per-label max-F1 thresholds) on validation,
-    in fp32 (bf16 logits would tie in the threshold search). One pass feeds every task."""
+    with fp32 logits (bf16 logits would tie in the threshold search): TF32 on CUDA. One pass feeds
+    every task.
+
+    ``teacher_cache``: the frozen teachers' outputs per validation batch, filled by the first call
+    and read by the next ones (the validation batches and a frozen teacher's outputs are the same
+    every epoch): the teacher runs once per stage, not once per epoch.
+    """
     for task in tasks:
         task.eval()
     acc = [_ValAccumulator() for _ in tasks]
-    for batch in loader:
-        rgb, ir, labels, index = rt.to_device(batch)
-        shared = teacher_targets(tasks, rgb, ir)
-        for task, cfg, a in zip(tasks, cfgs, acc, strict=True):
-            logits, terms = task(rgb, ir, labels, _targets_for(task, shared))
-            a.add(logits, terms, cfg.weights, labels, index)
+    with rt.eval_numerics():
+        for step, (rgb, ir, labels, index) in enumerate(rt.batches(loader)):
+            shared = _cached_targets(teacher_cache, step, tasks, rgb, ir)
+            for task, cfg, a in zip(tasks, cfgs, acc, strict=True):
+                logits, terms = task(rgb, ir, labels, _targets_for(task, shared))
+                a.add(logits, terms, cfg.weights, labels, index)
     return [a.result() for a in acc]
+
+
+def _cached_targets(cache: dict | None, step: int, tasks: list[nn.Module], rgb: torch.Tensor,
+                    ir: torch.Tensor) -> dict[int, tuple]:
+    """``teacher_targets`` of validation batch ``step``, from ``cache`` when it holds them."""
+    if cache is None:
+        return teacher_targets(tasks, rgb, ir)
+    stored = cache.setdefault(step, {})
+    missing = [t for t in tasks if getattr(t, "teacher", None) is not None and id(t.teacher) not in stored]
+    stored.update(teacher_targets(missing, rgb, ir))
+    return stored
 
 
 class _ValAccumulator:
@@ -410,16 +430,18 @@ class Predictions:
 
 @torch.no_grad()
 def predict(model: nn.Module, loader, rt: Runtime) -> Predictions:
-    """Probabilities, labels and embeddings of a split, in fp32 so that GPU and CPU metrics of the
-    same model agree (bf16 logits tie in the threshold search and in AUROC/AP)."""
+    """Probabilities, labels and embeddings of a split, with fp32 logits (TF32 matmuls on CUDA) so
+    that GPU and CPU metrics of the same model agree (bf16 logits tie in the threshold search and
+    in AUROC/AP)."""
     model.eval()
     out: dict[str, list] = {"probs": [], "labels": [], "embeddings": [], "index": []}
-    for batch in loader:
-        rgb, ir, labels, index = rt.to_device(batch)
-        logits, embedding = model_outputs(model, rgb, ir)
-        out["probs"].append(torch.sigmoid(logits.float()).cpu())
-        out["labels"].append(labels.cpu())
-        out["embeddings"].append(embedding.float().cpu())
-        out["index"].append(index.cpu())
-    arrays = distributed.gather_arrays({k: torch.cat(v).numpy() for k, v in out.items()})
+    with rt.eval_numerics():
+        for rgb, ir, labels, index in rt.batches(loader):  # outputs kept on the device: one copy
+            # to the host per array at the end
+            logits, embedding = model_outputs(model, rgb, ir)
+            out["probs"].append(torch.sigmoid(logits.float()))
+            out["labels"].append(labels)
+            out["embeddings"].append(embedding.float())
+            out["index"].append(index)  # on the host already (Runtime.to_device leaves it there)
+    arrays = distributed.gather_arrays({k: torch.cat(v).cpu().numpy() for k, v in out.items()})
     return Predictions(**distributed.unique_by_index(arrays))

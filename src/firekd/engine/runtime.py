@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -41,14 +41,27 @@ def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if major >= 8 else torch.float16
 
 
+def _new_tf32_flags() -> bool:
+    return hasattr(torch.backends, "fp32_precision")  # PyTorch >= 2.9: mixing in the old flags warns
+
+
+def tf32_flags() -> tuple:
+    """The current TF32 settings, to restore with `set_tf32_flags`."""
+    if _new_tf32_flags():
+        return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def set_tf32_flags(flags: tuple) -> None:
+    if _new_tf32_flags():
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = flags
+    else:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
 def enable_tf32() -> None:
     """fp32 matmuls and convolutions on TF32 tensor cores (Ampere and later; no effect before)."""
-    if hasattr(torch.backends, "fp32_precision"):  # PyTorch >= 2.9: mixing in the old flags warns
-        torch.backends.cuda.matmul.fp32_precision = "tf32"
-        torch.backends.cudnn.conv.fp32_precision = "tf32"
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    set_tf32_flags(("tf32", "tf32") if _new_tf32_flags() else (True, True))
 
 
 @dataclass
@@ -84,10 +97,25 @@ class Runtime:
             return torch.autocast("cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def eval_numerics(self):
+        """Validation and prediction: fp32 activations and logits (no autocast: bf16 logits tie in
+        the threshold search), with TF32 matmuls and convolutions on CUDA for tensor-core speed;
+        the settings are restored after. Plain fp32 on the CPU."""
+        if not self.cuda:
+            yield
+            return
+        saved = tf32_flags()
+        enable_tf32()
+        try:
+            yield
+        finally:
+            set_tf32_flags(saved)
+
     def prepare_model(self, model: torch.nn.Module, *, compile: bool = False,
                       sync_bn: bool = False) -> torch.nn.Module:
         if sync_bn and self.cuda and distributed.info().enabled:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = sync_batchnorm(model)
         elif sync_bn:
             log.warning("--sync_bn applies to torchrun runs on CUDA; ignored here")
         model = model.to(self.device)
@@ -97,13 +125,48 @@ class Runtime:
             model.compile()  # in place: state_dict keys stay those of the plain model
         return model
 
-    def to_device(self, batch: Batch, *, train: bool = False) -> Batch:
-        rgb, ir, labels, index = batch
-        rgb, ir = rgb.to(self.device, non_blocking=True), ir.to(self.device, non_blocking=True)
-        if self.device_transforms is not None:  # index still on the host: no device sync to seed
-            transform = self.device_transforms[0 if train else 1]
-            rgb, ir, _, _ = apply_transform(transform, (rgb, ir, labels, index), self.seed)
-        labels = labels.to(self.device, non_blocking=True)
+    def to_device(self, batch: Batch | tuple, *, train: bool = False) -> Batch:
+        """A loader's batch on the device, transformed there when the transform runs there."""
+        return self._finish(self._copy(batch), train)
+
+    def batches(self, loader: Iterable, *, train: bool = False) -> Iterator[Batch]:
+        """``to_device`` of every batch of ``loader``. On CUDA the copy of batch k+1 is issued on
+        a side stream before batch k is handed over, so it overlaps batch k's compute instead of
+        queueing on the compute stream; on the CPU a plain loop."""
+        if not self.cuda:
+            for batch in loader:
+                yield self.to_device(batch, train=train)
+            return
+        side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+
+        def copy(batch):
+            if batch is None:
+                return None
+            with torch.cuda.stream(side):
+                return self._copy(batch)
+
+        batches = iter(loader)
+        ahead = copy(next(batches, None))
+        while ahead is not None:
+            main.wait_stream(side)
+            for t in ahead:
+                if t.is_cuda:  # made on the side stream, used on the main one: keep until done there
+                    t.record_stream(main)
+            current, ahead = ahead, copy(next(batches, None))
+            yield self._finish(current, train)
+
+    def _copy(self, batch: Batch | tuple) -> tuple:
+        """Host -> device copies (non-blocking from the loader's pinned memory); ``index`` stays
+        on the host (no device sync to seed the transform). A fifth element, the augmentation
+        parameters drawn by the loader worker, travels along."""
+        rgb, ir, labels, index = batch[:4]
+        moved = [t.to(self.device, non_blocking=True) for t in (rgb, ir, labels, *batch[4:])]
+        return (*moved[:3], index, *moved[3:])
+
+    def _finish(self, batch: tuple, train: bool) -> Batch:
+        if self.device_transforms is not None:
+            batch = apply_transform(self.device_transforms[0 if train else 1], batch, self.seed)
+        rgb, ir, labels, index = batch[:4]
         if self.use_channels_last:
             rgb = rgb.contiguous(memory_format=torch.channels_last)
             if ir.shape[1]:
@@ -111,10 +174,28 @@ class Runtime:
         return rgb, ir, labels, index
 
 
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Every BatchNorm synchronised across ranks, keeping timm's fused norm-activation layers:
+    torch's converter turns a ``BatchNormAct2d`` into a plain ``SyncBatchNorm`` that never calls
+    its activation (EfficientNet would train without activations); timm's keeps it."""
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model)
+
+
 def make_grad_scaler(rt: Runtime) -> torch.amp.GradScaler:
     """A loss scaler for fp16 autocast; disabled (every call a pass-through) in bf16 and fp32.
     One per optimizer: each student keeps its own scale."""
     return torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict | None) -> None:
+    """Resume a loss scaler. A state saved in bf16, fp32 or on the CPU is empty (its scaler was
+    disabled): an fp16 scaler then starts from its initial scale instead of raising."""
+    if state:
+        scaler.load_state_dict(state)
+    elif scaler.is_enabled():
+        log.info("the resumed state has no fp16 loss scale (saved in bf16/fp32): the initial one is used")
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,

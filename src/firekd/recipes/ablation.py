@@ -2,8 +2,8 @@
 resume and aggregates. ``firekd train`` is the grid with one teacher and one variant.
 
     prepare the data (validate, split, cache) -> lock and record every run folder -> plan the jobs
-    -> measure each teacher's efficiency once -> run the jobs (here, or in parallel: recipes.grid)
-    -> show the controls under every teacher -> aggregate every run folder
+    -> run the jobs (here, or in parallel: recipes.grid) -> measure each teacher's efficiency once
+    (no GPU idle meanwhile) -> show the controls under every teacher -> aggregate every run folder
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from firekd.kd.variants import uses_teacher
 from firekd.keys import outputs_settings, plain, run_settings, stable_hash
 from firekd.metrics.stats import aggregates_json
 from firekd.recipes.data import DataBundle, load_data, open_cache
-from firekd.recipes.efficiency import teacher_efficiency
+from firekd.recipes.efficiency import fill_teacher_efficiency
 from firekd.recipes.jobs import Job, plan, publish_controls, run_job
 from firekd.reporting.tables import F1_METRICS, display_table, markdown, summary_frame
 from firekd.rundir import (
@@ -29,6 +29,7 @@ from firekd.rundir import (
     CONFIG_FORMAT,
     DATA_SUMMARY,
     ENVIRONMENT,
+    FINAL_EVALUATION,
     SPLIT,
     RunDir,
     environment,
@@ -46,10 +47,11 @@ def run_ablation(cfg: RunConfig) -> dict[str, dict]:
         return {}
     with open_runs(cfg, data, writer) as runs:
         jobs = distributed.from_main(plan(cfg, data, runs) if writer.enabled else None)
-        if writer.enabled:  # once per architecture, before any job holds a GPU
-            for teacher in dict.fromkeys(j.teacher for j in jobs if any(map(uses_teacher, j.variants))):
-                teacher_efficiency(cfg, data, teacher, writer)
         _execute(cfg, data, jobs, writer)
+        # once per architecture, after the jobs: the CPU timing holds no GPU idle
+        fill_teacher_efficiency(cfg, data, {t: [runs[t, v].seed(s).metrics / FINAL_EVALUATION
+                                                for v in cfg.variants if uses_teacher(v) for s in cfg.seeds]
+                                            for t in cfg.teachers}, writer)
         publish_controls(cfg, data, runs, writer)
         return {run.name: aggregate(run, writer) for run in runs.values()}
 

@@ -125,7 +125,8 @@ def seed_run(cfg: RunConfig, data: DataBundle, seed: int, writer: Writer) -> See
                  repeat, len(datasets["train_kd"]))
     samplers = _distributed_samplers(datasets, seed)
     train = {name: make_loader(datasets[name], train=True, generator=shuffle, sampler=samplers[name],
-                               transform=None if on_device else train_tf, **common)
+                               transform=None if on_device else train_tf,
+                               draw=train_tf if on_device else None, **common)  # params: in the workers
              for name in datasets if name.startswith("train")}
     loaders = Loaders(
         train=train["train"], train_kd=train.get("train_kd", train["train"]),

@@ -2,9 +2,11 @@
 throughput). The report shows params, GFLOPs, size, latency at batch 1 and 32.
 
 A teacher's numbers depend on its architecture and input size alone, not on its seed or weights:
-they are measured once, on a randomly initialised copy, before any training job starts (so no
-job holds a GPU or the teacher's lock while the CPU times it), and stored under
-``output/teachers/{teacher}/efficiency-{key}.json`` for every later seed and invocation.
+they are measured once, on a randomly initialised copy, after the training jobs (no GPU waits
+idle while the CPU times it, minutes for the spec's teachers), stored under
+``output/teachers/{teacher}/efficiency-{key}.json`` for every later seed and invocation, and
+merged into the teacher block of each seed's final_evaluation.json (`fill_teacher_efficiency`).
+A job that finds them stored already writes them itself.
 """
 
 from __future__ import annotations
@@ -58,13 +60,25 @@ def add_efficiency(models: dict[str, ModelResult], *, size: int, ir_channels: in
         result.evaluation.metrics.update(result.efficiency)
 
 
-def teacher_efficiency(cfg: RunConfig, data: DataBundle, name: str, writer: Writer) -> dict:
-    """The numbers of teacher ``name`` at this input size, measured once and stored."""
-    rt = _runtime(cfg)
+def _efficiency_file(cfg: RunConfig, data: DataBundle, name: str, rt: Runtime) -> tuple[Path, dict]:
     key = {"teacher": name, "img_size": data.config.img_size, "ir_channels": max(1, data.ir_spec.channels),
            "modalities": cfg.teacher.modalities, "runs": cfg.compress.latency_runs,
            "threads": cfg.compress.latency_threads, "device": rt.device.type}
-    path = Path(cfg.execution.output) / "teachers" / name / f"efficiency-{stable_hash(key)}.json"
+    return Path(cfg.execution.output) / "teachers" / name / f"efficiency-{stable_hash(key)}.json", key
+
+
+def stored_teacher_efficiency(cfg: RunConfig, data: DataBundle, name: str) -> dict | None:
+    """The stored numbers of teacher ``name`` at this input size; None when not measured yet."""
+    path, key = _efficiency_file(cfg, data, name, _runtime(cfg))
+    if path.exists() and (stored := read_json(path)).get("key") == key:
+        return stored["efficiency"]
+    return None
+
+
+def teacher_efficiency(cfg: RunConfig, data: DataBundle, name: str, writer: Writer) -> dict:
+    """The numbers of teacher ``name`` at this input size, measured once and stored."""
+    rt = _runtime(cfg)
+    path, key = _efficiency_file(cfg, data, name, rt)
     with waiting(path.with_suffix(".lock"), enabled=writer.enabled):
         if path.exists() and (stored := read_json(path)).get("key") == key:
             return stored["efficiency"]
@@ -82,6 +96,28 @@ def teacher_efficiency(cfg: RunConfig, data: DataBundle, name: str, writer: Writ
         if writer.enabled:
             write_json(path, {"key": key, "efficiency": efficiency})
         return efficiency
+
+
+def fill_teacher_efficiency(cfg: RunConfig, data: DataBundle, seeds: dict[str, list[Path]],
+                            writer: Writer) -> None:
+    """After the jobs: measure each teacher's numbers (once, stored) and merge them into the
+    teacher block of every final_evaluation.json in ``seeds`` ({teacher: files}) that lacks them,
+    as a job that found them stored merges them (the same content, whichever wrote it)."""
+    if not writer.enabled:
+        return
+    for name, files in seeds.items():
+        pending = [path for path in files if path.exists() and _lacks_efficiency(read_json(path))]
+        if not pending:
+            continue
+        efficiency = teacher_efficiency(cfg, data, name, writer)
+        for path in pending:
+            final = read_json(path)
+            final["teacher"] = {**final["teacher"], **efficiency}
+            write_json(path, final)
+
+
+def _lacks_efficiency(final: dict) -> bool:
+    return "teacher" in final and "params" not in final["teacher"]
 
 
 def _runtime(cfg: RunConfig) -> Runtime:
@@ -127,18 +163,21 @@ def cpu_latency(forward: Callable, inputs_for: Callable[[int], tuple], runs: int
 
 
 def throughput(model: nn.Module, size: int, ir_channels: int, rt: Runtime) -> float:
-    """Images/s of one forward pass on the GPU (bf16 autocast and channels_last when --amp)."""
-    was_training = model.training
+    """Images/s of one forward pass on the GPU as training runs it: bf16 autocast, and inputs in
+    channels_last exactly when the model was converted to it (--amp), cuDNN autotuned."""
+    was_training, benchmark = model.training, torch.backends.cudnn.benchmark
     model.eval()
     rgb, ir = (torch.randn(CUDA_BATCH, c, size, size, device=rt.device) for c in (3, ir_channels))
-    if rt.channels_last:
+    if rt.use_channels_last:
         rgb, ir = (t.contiguous(memory_format=torch.channels_last) for t in (rgb, ir))
 
     def run():
         with rt.autocast():
             return model_outputs(model, rgb, ir)
 
+    torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest kernels, as seed_run sets it
     try:
         return cuda_throughput(run, CUDA_BATCH)
     finally:
+        torch.backends.cudnn.benchmark = benchmark
         model.train(was_training)

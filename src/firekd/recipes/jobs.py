@@ -25,7 +25,7 @@ from firekd.locks import FileLock
 from firekd.recipes.compress import compress_students
 from firekd.recipes.context import ModelResult, SeedRun, seed_run
 from firekd.recipes.data import DataBundle
-from firekd.recipes.efficiency import add_efficiency, teacher_efficiency
+from firekd.recipes.efficiency import add_efficiency, stored_teacher_efficiency
 from firekd.recipes.outputs import publish, write_seed_outputs
 from firekd.recipes.student import StudentResult, train_students
 from firekd.recipes.teacher import TeacherResult, obtain_teacher, teacher_store_of
@@ -198,7 +198,8 @@ def _finish_seed(run: SeedRun, teacher_name: str | None, variant: str, teacher: 
                                      student.dirs.models / "student_best.pth", student.train_log),
               **compressed}
     if teacher is not None:
-        efficiency = teacher_efficiency(cfg, data, teacher_name, run.writer) if run.writer.enabled else None
+        # measured after the jobs (recipes.ablation) unless stored already: {} leaves it to then
+        efficiency = stored_teacher_efficiency(cfg, data, teacher_name) or {}
         models = {"teacher": ModelResult(teacher.model, teacher.evaluation, teacher.checkpoint,
                                          teacher.train_log, efficiency=efficiency), **models}
     add_efficiency(models, size=data.config.img_size, ir_channels=max(1, data.ir_spec.channels),

@@ -63,7 +63,8 @@ def fit_config(run: SeedRun, variant: str, *, kind: str, epochs: int) -> FitConf
     return FitConfig(kind=kind, label=f"{kind} {variant} (seed {run.seed})", epochs=epochs,
                      lr=cfg.student.lr, weight_decay=cfg.optim.weight_decay,
                      patience=cfg.student.patience,
-                     weights=variant_weights(variant, cfg.student.loss_weights), seed=run.seed)
+                     weights=variant_weights(variant, cfg.student.loss_weights), seed=run.seed,
+                     save_every=cfg.execution.save_every)
 
 
 def student_store(run: SeedRun, variant: str, dirs: SeedDirs,

@@ -135,7 +135,8 @@ def grad_checkpointing(run: SeedRun, name: str) -> bool:
     if mode != "auto":
         return mode == "on"
     batch, size = run.cfg.optim.batch_size, run.data.config.img_size
-    free = free_device_bytes(run.rt.device)
+    # rank 0 decides for every rank: ranks that disagreed would run different collectives (hang)
+    free = distributed.from_main(free_device_bytes(run.rt.device))
     if not should_checkpoint(name, batch, size, free, dtype=run.rt.amp_dtype or torch.float32,
                              ir_channels=max(1, run.data.ir_spec.channels)):
         return False
@@ -210,7 +211,8 @@ def _train_teacher(run: SeedRun, name: str, settings: dict, store_: Store) -> Te
     task = Supervised(model, pos_weight_for(cfg.optim.pos_weight, run.data)).to(run.rt.device)
     fit_cfg = FitConfig(kind="teacher", label=f"teacher {name} (seed {run.seed})", epochs=cfg.teacher.epochs,
                         lr=cfg.teacher.lr, weight_decay=cfg.optim.weight_decay,
-                        patience=cfg.teacher.patience, weights={"bce": 1.0}, seed=run.seed)
+                        patience=cfg.teacher.patience, weights={"bce": 1.0}, seed=run.seed,
+                        save_every=cfg.execution.save_every)
     ckpt = FileCheckpointer(store, "teacher", model, "teacher",
                             meta={"settings": settings, "data": data_meta(run.data)}, writer=run.writer)
     result = fit(task, run.loaders.train, run.loaders.val, fit_cfg, run.rt, ckpt, run.loaders.start_epoch,
