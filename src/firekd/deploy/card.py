@@ -59,9 +59,11 @@ def _num(metrics: dict, key: str) -> float | None:
 
 def build_card(artefact: str | Path, *, kind: str, model_config: dict, modalities: str, img_size: int,
                thresholds, data: dict, metrics: dict | None = None, split_counts: dict | None = None,
-               ir: dict | None = None, thresholds_from: str = "validation split, max F1 per label") -> dict:
+               ir: dict | None = None, thresholds_from: str = "validation split, max F1 per label",
+               latency: dict | None = None) -> dict:
     """The card of ``artefact`` (a file already written). ``metrics``: its test metrics and, when
-    measured, efficiency numbers (f1_macro, f1_macro_boot_low/high, latency_ms_b1, cpu_threads...)."""
+    measured, efficiency numbers (f1_macro, f1_macro_boot_low/high, latency_ms_b1, cpu_threads...);
+    ``latency``: a latency block measured at a deployment size and batch, instead of metrics'."""
     artefact = Path(artefact)
     metrics = metrics or {}
     thresholds = [float(t) for t in np.asarray(thresholds, dtype=float)]
@@ -96,6 +98,8 @@ def build_card(artefact: str | Path, *, kind: str, model_config: dict, modalitie
         "firekd_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if latency is not None:
+        card["latency"] = {"cpu": cpu_name(), **latency}
     return card
 
 
@@ -153,7 +157,11 @@ def card_markdown(card: dict) -> str:
     else:
         lines.append("- **Test**: not measured with this artefact")
     lat = card.get("latency")
-    if lat:
+    if lat and "ms_per_batch" in lat:
+        lines.append(f"- **Latency**: {lat['ms_per_batch']:.2f} ms per batch of {lat['batch']} at "
+                     f"{lat['img_size']} px ({lat['frames_per_s']:.0f} frames/s; {lat['runtime']}, "
+                     f"{lat['threads']} thread(s), {lat['cpu']})")
+    elif lat:
         lines.append(f"- **Latency**: {_fmt(lat['batch1_ms'], '.2f')} ms at batch 1, "
                      f"{_fmt(lat['batch32_ms'], '.2f')} ms at batch 32 ({lat['runtime']}, {lat['threads']} "
                      f"thread(s), {lat['cpu']})")
