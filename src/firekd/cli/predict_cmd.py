@@ -37,6 +37,14 @@ def register(sub) -> None:
     p.add_argument("--top", type=positive_int, default=6,
                    help="frames per row of the contact sheet (highest P(fire), highest P(smoke), a "
                         "sample of the rest) (default: 6)")
+    c = p.add_argument_group("class-activation maps", description="--cam draws Grad-CAM maps of the "
+                             "--cam_frames frames of highest P(--cam_label), for --model and, side by "
+                             "side, --cam_with (e.g. the teacher the student learnt from; an RGB+IR "
+                             "teacher needs a CSV of pairs as --input). Torch checkpoints only.")
+    c.add_argument("--cam", action="store_true", help="write cam_<label>.png")
+    c.add_argument("--cam_label", choices=("fire", "smoke"), default="fire", help="(default: fire)")
+    c.add_argument("--cam_frames", type=positive_int, default=4, help="(default: 4)")
+    c.add_argument("--cam_with", default=None, metavar="PATH", help="a second model, shown beside --model")
     g = p.add_argument_group("alarms (video)", description="An alarm is raised when at least "
                              "--alarm_k of the last --alarm_n kept frames are above the label's "
                              "threshold, and ends when at most --alarm_release of them are: one noisy "
@@ -63,7 +71,8 @@ def run_predict(args: argparse.Namespace) -> int:
                          img_size=args.img_size, batch_size=args.batch_size, threads=args.threads,
                          rule=AlarmRule(args.alarm_k, args.alarm_n, args.alarm_release),
                          base_path=args.base_path, columns=column_names(args), top=args.top,
-                         compile_int8=args.compile_int8)
+                         compile_int8=args.compile_int8, cam=args.cam, cam_label=args.cam_label,
+                         cam_frames=args.cam_frames, cam_with=args.cam_with)
     result = predict_input(req)
     for line in summary_lines(result):
         print(line)

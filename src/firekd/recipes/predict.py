@@ -26,7 +26,7 @@ from firekd.data.transforms import PairedTransform
 from firekd.deploy.alarms import AlarmEvent, AlarmRule, alarm_events, alarm_states
 from firekd.deploy.artefact import Deployed, load_deployed
 from firekd.deploy.frames import Frame, InputSource, Skipped, open_source, thumbnail
-from firekd.errors import DataError
+from firekd.errors import ConfigError, DataError, ModelError
 from firekd.io import ensure_writable, save_figure, write_csv, write_json
 from firekd.metrics.classification import evaluation_scores
 from firekd.metrics.efficiency import cpu_threads
@@ -52,6 +52,10 @@ class PredictRequest:
     top: int = 6  # thumbnails per row of the contact sheet
     compile_int8: bool = True
     progress: bool = True
+    cam: bool = False  # class-activation maps of the highest-scoring frames
+    cam_label: str = "fire"
+    cam_frames: int = 4
+    cam_with: str | None = None  # a second model (e.g. the teacher) shown beside the first
 
 
 @dataclass
@@ -97,14 +101,17 @@ class Thumbnails:
     def _item(frame: Frame, probs: np.ndarray) -> dict:
         name = f"frame {frame.index} ({frame.time_s:.1f}s)" if frame.index is not None else frame.name
         return {"thumb": thumbnail(frame.rgb), "name": name, "probs": probs.copy(),
-                "position": frame.position}
+                "position": frame.position, "rgb": frame.rgb, "ir": frame.ir}  # inputs: for CAMs
 
-    def rows(self) -> list[tuple[str, list[dict]]]:
-        out = [(f"highest P({label})", [e[2] for e in sorted(self.best[k], key=lambda e: (-e[0], e[1]))])
-               for k, label in enumerate(LABELS)]
+    def highest(self, label: str) -> list[dict]:
+        """The kept frames of highest P(label), best first."""
+        return [e[2] for e in sorted(self.best[LABELS.index(label)], key=lambda e: (-e[0], e[1]))]
+
+    def rows(self, top: int | None = None) -> list[tuple[str, list[dict]]]:
+        out = [(f"highest P({label})", self.highest(label)[:top]) for label in LABELS]
         shown = {item["position"] for _, items in out for item in items}
         rest = sorted((i for i in self.sample if i["position"] not in shown), key=lambda i: i["position"])
-        return [*out, ("a sample of the rest", rest)]
+        return [*out, ("a sample of the rest", rest[:top])]
 
 
 def _run_batch(deployed: Deployed, transform: PairedTransform, frames: list[Frame]) -> np.ndarray:
@@ -191,10 +198,13 @@ def predict_input(req: PredictRequest) -> PredictResult:
     with cpu_threads(req.threads):
         deployed = load_deployed(req.model, img_size=req.img_size, thresholds=req.thresholds,
                                  threads=req.threads, batch=req.batch_size, compile_int8=req.compile_int8)
-        source = open_source(req.input, deployed.img_size, needs_ir=deployed.needs_ir, ir=deployed.ir,
-                             fps=req.fps, base_path=req.base_path, columns=req.columns)
+        other = _cam_models(req, deployed)
+        needs_ir = deployed.needs_ir or (other is not None and other.needs_ir)
+        source = open_source(req.input, deployed.img_size, needs_ir=needs_ir,
+                             ir=deployed.ir or (other.ir if other else None), fps=req.fps,
+                             base_path=req.base_path, columns=req.columns)
         out = ensure_writable(req.out or Path("predictions") / Path(req.input).stem, "--out")
-        thumbs = Thumbnails(req.top)
+        thumbs = Thumbnails(max(req.top, req.cam_frames if req.cam else 0))
         table, skipped, timing = stream_predictions(deployed, source, batch_size=req.batch_size,
                                                     thumbs=thumbs, progress=req.progress)
     if table.empty:
@@ -208,6 +218,10 @@ def predict_input(req: PredictRequest) -> PredictResult:
                   "model_s": timing["model_s"], "decode_fps": n / max(timing["decode_s"], 1e-9),
                   "model_fps": n / max(timing["model_s"], 1e-9)}
     files = _write(out, req, deployed, source, table, events, metrics, skipped, throughput, thumbs)
+    if req.cam:
+        files["cam"] = out / f"cam_{req.cam_label}.png"
+        chosen = thumbs.highest(req.cam_label)[:req.cam_frames]
+        save_figure(files["cam"], cam_figure(req, deployed, other, chosen))
     return PredictResult(table, events, metrics, skipped, throughput, files, deployed, source.kind)
 
 
@@ -244,7 +258,7 @@ def _write(out: Path, req: PredictRequest, deployed: Deployed, source: InputSour
              "summary": out / "summary.json"}
     write_csv(files["predictions"], _output_table(table, video, source.labelled))
     title = f"{Path(req.input).name}: {deployed.path.name} ({deployed.kind})"
-    save_figure(files["contact_sheet"], contact_sheet(thumbs.rows(), title))
+    save_figure(files["contact_sheet"], contact_sheet(thumbs.rows(req.top), title))
     if video:
         files["events"], files["timeline"] = out / "events.json", out / "timeline.png"
         records = [event_record(e, table) for e in events]
@@ -266,3 +280,44 @@ def _write(out: Path, req: PredictRequest, deployed: Deployed, source: InputSour
                "skipped": [{"name": s.name, "reason": s.reason} for s in skipped]}
     write_json(files["summary"], summary)
     return files
+
+
+def _cam_models(req: PredictRequest, deployed: Deployed) -> Deployed | None:
+    """Check that --cam can run: torch models of one input size; returns the --cam_with model."""
+    if not req.cam:
+        return None
+    if req.cam_label not in LABELS:
+        raise ConfigError(f"--cam_label must be one of {', '.join(LABELS)}, got {req.cam_label!r}")
+    other = load_deployed(req.cam_with, threads=req.threads) if req.cam_with else None
+    for model in (deployed, other):
+        if model is not None and model.module is None:
+            raise ModelError(f"--cam needs torch checkpoints (student_best.pth, student_pruned.pth, "
+                             f"teacher_best.pth); {model.path} is {model.kind} ({model.runtime})")
+    if other is not None and other.img_size != deployed.img_size:
+        raise ModelError(f"--cam_with {other.path} takes {other.img_size} px images, --model "
+                         f"{deployed.img_size} px: side by side they need one size")
+    return other
+
+
+def cam_figure(req: PredictRequest, deployed: Deployed, other: Deployed | None, items: list[dict]):
+    """Grad-CAM of each model on the frames of highest P(label), side by side."""
+    from firekd.deploy.cam import class_activation_maps
+    from firekd.reporting.deploy_figures import cam_grid
+
+    models = {f"{m.kind} ({m.path.name})": m for m in (deployed, other) if m is not None}
+    maps, probs = {}, {}
+    for name, model in models.items():
+        ir_max = model.ir.max_value if model.ir else 255.0
+        transform = PairedTransform(model.img_size, train=False, ir_max=ir_max)
+        rgb = torch.from_numpy(np.stack([i["rgb"] for i in items]))
+        ir = (torch.from_numpy(np.stack([i["ir"] for i in items])) if model.needs_ir
+              else torch.zeros((len(items), 0, *rgb.shape[-2:]), dtype=torch.uint8))
+        rgb, ir = transform(rgb, ir)
+        ir = ir if model.needs_ir else None
+        maps[name] = list(class_activation_maps(model.module, rgb, ir, req.cam_label))
+        with torch.no_grad():
+            probs[name] = list(torch.sigmoid(model.forward(rgb, ir)).numpy())
+    images = [i["rgb"].transpose(1, 2, 0) for i in items]
+    return cam_grid(images, [i["name"] for i in items], maps, probs, req.cam_label,
+                    f"Grad-CAM for {req.cam_label}: {Path(req.input).name}, frames of highest "
+                    f"P({req.cam_label})")
