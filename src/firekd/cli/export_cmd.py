@@ -7,15 +7,12 @@ from pathlib import Path
 
 from firekd.cli.args import (
     add_data_args,
-    add_field,
     add_latency_args,
     data_config,
-    field_of,
     image_size,
     non_negative_float,
     positive_int,
 )
-from firekd.config import CompressConfig
 
 
 def register(sub) -> None:
@@ -67,7 +64,13 @@ def register(sub) -> None:
                    help="largest drop of validation F1 macro from fp32 a form may have (default: 0.01)")
     f.add_argument("--pruned", default=None, metavar="PATH",
                    help="the pruned student to include (default: student_pruned.pth beside --checkpoint)")
-    add_field(f, field_of(CompressConfig, "quant_compile"))
+    compiled = f.add_mutually_exclusive_group()
+    compiled.add_argument("--quant_compile", dest="quant_compile", action="store_true",
+                          help="time the torch int8 form compiled with inductor (freezing) at the "
+                               "deployment shape (the default)")
+    compiled.add_argument("--no_quant_compile", dest="quant_compile", action="store_false",
+                          help="time it uncompiled (marked so in the table; slower than fp32)")
+    p.set_defaults(quant_compile=True)
     p.set_defaults(func=run_export)
 
 
