@@ -69,7 +69,9 @@ def cam_grid(images: list[np.ndarray], names: list[str], maps: dict[str, list[np
         for c, model in enumerate(models, start=1):
             axes[r, c].imshow(image)
             axes[r, c].imshow(maps[model][r], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            axes[r, c].set_title(f"{model}: P({label}) {probs[model][r][k]:.2f}", fontsize=8)
+            flat = not np.any(maps[model][r] > 0)  # e.g. a 1x1 last map: stride 32 at 32 px
+            axes[r, c].set_title(f"{model}: P({label}) {probs[model][r][k]:.2f}"
+                                 + ("\n(flat map: too small an input)" if flat else ""), fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
