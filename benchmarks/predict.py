@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from firekd.compress.onnx_export import export_onnx, quantize_onnx_int8
 from firekd.compress.prune import make_permanent, prune_model
 from firekd.compress.quantize import quantize_int8
 from firekd.compress.structure import structure_changes
+from firekd.deploy.frames import VideoFile
 from firekd.deploy.synth_video import write_video
 from firekd.logs import setup_logging
 from firekd.models import create_student
@@ -68,7 +70,8 @@ def throughput(paths: dict[str, Path], video: Path, out: Path) -> list[dict]:
     rows = []
     for (name, path), batch, threads in ((a, b, t) for a in paths.items() for b in (1, 8) for t in (1, 2)):
         result = predict_input(PredictRequest(model=str(path), input=str(video), out=str(out / "runs"),
-                                              batch_size=batch, threads=threads, progress=False))
+                                              batch_size=batch, threads=threads, progress=False,
+                                              thresholds=(0.5, 0.5)))
         t = result.throughput
         rows.append({"artefact": name, "batch": batch, "threads": threads, "frames": t["frames"],
                      "model frames/s": t["model_fps"], "decode frames/s": t["decode_fps"],
@@ -81,6 +84,18 @@ def throughput(paths: dict[str, Path], video: Path, out: Path) -> list[dict]:
 # a fresh process runs `firekd predict` and prints its own peak resident memory (KB on Linux)
 _MEASURE = ("import resource, sys; from firekd.cli import main; code = main(sys.argv[1:]); "
             "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+
+
+def decode_only_fps(video: Path, rounds: int = 3) -> float:
+    """Frames/s of predict's video source alone (PyAV decode + resize to 224 px), median of rounds:
+    inside a predict run the model's threads compete with it."""
+    rates = []
+    for _ in range(rounds):
+        source = VideoFile(video, SIZE)
+        start = time.perf_counter()
+        n = sum(1 for _ in source.frames())
+        rates.append(n / (time.perf_counter() - start))
+    return float(np.median(rates))
 
 
 def peak_rss_mb(model: Path, video: Path, out: Path) -> float:
@@ -121,11 +136,13 @@ def main() -> int:
                    headers=["artefact", "runtime", "batch", "threads", "model frames/s", "decode frames/s"],
                    tablefmt="github", disable_numparse=True))
     fastest = max(rows, key=lambda r: r["model frames/s"])
-    decode = float(np.median([r["decode frames/s"] for r in rows]))
+    within = float(np.median([r["decode frames/s"] for r in rows]))
+    decode = decode_only_fps(clip)
     ratio = decode / fastest["model frames/s"]
-    print(f"\ndecode (median over runs) {decode:.1f} frames/s; fastest model {fastest['artefact']} at batch "
-          f"{fastest['batch']}, {fastest['threads']} thread(s): {fastest['model frames/s']:.1f} frames/s; "
-          f"ratio {ratio:.2f}x (target >= 3x): {'met' if ratio >= 3 else 'NOT met'}")
+    print(f"\ndecode alone (median of 3 rounds) {decode:.1f} frames/s (inside the predict runs: median "
+          f"{within:.1f}); fastest model {fastest['artefact']} at batch {fastest['batch']}, "
+          f"{fastest['threads']} thread(s): {fastest['model frames/s']:.1f} frames/s; ratio {ratio:.2f}x "
+          f"(target >= 3x): {'met' if ratio >= 3 else 'NOT met'}")
     short, long = video(args.short_s, "short.mp4"), video(args.long_s, "long.mp4")
     model = paths["ONNX int8"]
     rss_short = peak_rss_mb(model, short, work / "mem_short")
