@@ -198,7 +198,15 @@ def test_report_from_a_real_run_has_every_section_and_figure(tiny_run: Path, cap
                     "## Run resnet18_bce", "## Environment"):
         assert heading in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(images) == 1 + 1 + 8 + 5  # F1-latency, bar chart, kl_bce's 8 figures, bce's 5 (no teacher)
+    # where teacher and student disagree (kl_bce only: the control has no teacher), counted per label
+    seed = tiny_run / "metrics" / "resnet18_kl_bce" / "seed_1"
+    teacher, student = (pd.read_csv(seed / f"predictions_{m}.csv") for m in ("teacher", "student"))
+    differ = {label: int((teacher[f"{label}_pred"] != student[f"{label}_pred"]).sum()) for label in ("fire", "smoke")}
+    assert "### Where teacher and student disagree: resnet18_kl_bce, seed 1" in md
+    assert f"decide differently on fire for {differ['fire']} and on smoke for {differ['smoke']}" in md
+    assert "Where teacher and student disagree: resnet18_bce" not in md
+    cams = 1 if any(differ.values()) else 0
+    assert len(images) == 1 + 1 + 8 + 5 + cams  # F1-latency, bars, kl_bce's 8, bce's 5 (no teacher), CAMs
     assert "resnet18: best KD student `kl_bce`" in md and "f1_latency.png" in images[0]
     for rel in images:
         assert (folder / rel).is_file(), rel

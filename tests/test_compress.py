@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 
+import pandas as pd
 import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli, snapshot
@@ -353,3 +355,33 @@ def test_export_command_writes_and_evaluates_onnx(trained_run, synth_small, tmp_
                            (models / "student_quantized.pth", "is the int8 student")):
         code, _, err = run_cli(["export", "--checkpoint", wrong, "--out", tmp_path, *common], capsys)
         assert_one_line_error(code, err, pattern)
+
+
+@pytest.mark.slow
+def test_every_saved_student_has_a_card_and_predicts_from_it(trained_run, synth_small, tmp_path, capsys):
+    from firekd.deploy.card import card_paths, file_digest
+
+    output, _, _ = trained_run
+    run = "resnet18_kl_bce"
+    models, metrics = (output / kind / run / "seed_1" for kind in ("models", "metrics"))
+    final = json.loads((metrics / "final_evaluation.json").read_text())
+    images = tmp_path / "frames"
+    images.mkdir()
+    for path in sorted((synth_small / "rgb").iterdir())[:6]:
+        shutil.copy(path, images / path.name)
+    for name in ("student", "student_quantized", "student_pruned"):
+        artefact = models / f"{'student_best' if name == 'student' else name}.pth"
+        card = json.loads(card_paths(artefact)[0].read_text())
+        assert card["artefact"]["kind"] == name and card["artefact"]["sha256"] == file_digest(artefact)
+        assert card["test"]["f1_macro"] == pytest.approx(final[name]["f1_macro"])
+        if name != "student_quantized":  # `firekd export` (an earlier test) re-measured these, new cards
+            assert card["latency"]["batch1_ms"] > 0
+        else:
+            assert card["latency"]["batch1_ms"] == pytest.approx(final[name]["latency_ms_b1"])
+        assert card["thresholds"]["smoke"] == pytest.approx(final[name]["threshold_smoke"])
+        code, _, err = run_cli(["predict", "--model", artefact, "--input", images, "--no_compile",
+                                "--out", tmp_path / name], capsys)
+        assert code == 0, err
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["kind"] == name and summary["thresholds_from"] == "model card"
+        assert len(pd.read_csv(tmp_path / name / "predictions.csv")) == 6

@@ -146,6 +146,14 @@ class StudentConfig:
     arch: str = option("firekd_student", flag="--student", group="distillation",
                        help="student: firekd_student (~1.2M params) or any timm model name, e.g. "
                             "mobilenetv3_small_100")
+    pretrained: bool = option(False, flag="--student_pretrained", group="models",
+                              switch=(("--student_pretrained",), ()),
+                              help="start a timm --student from timm's ImageNet weights (downloaded once "
+                                   "by timm; offline, use --student_weights)")
+    weights: str | None = option(None, flag="--student_weights", group="models", content=True, metavar="PATH",
+                                 help="start a timm --student from a local timm state dict of that model "
+                                      "(e.g. ImageNet weights downloaded elsewhere); the classifier is "
+                                      "replaced")
     epochs: int = option(30, flag="--epochs_student", group="training", type=positive_int,
                          help="maximum student epochs")
     lr: float = option(1e-3, flag="--lr_student", group="training", type=positive_float,

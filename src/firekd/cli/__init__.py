@@ -12,7 +12,8 @@ from firekd.errors import FirekdError, one_line
 from firekd.logs import setup_logging
 
 COMMAND_MODULES = ("firekd.cli.data_cmds", "firekd.cli.convert_cmd", "firekd.cli.models_cmd",
-                   "firekd.cli.train_cmds", "firekd.cli.eval_cmds", "firekd.cli.export_cmd")
+                   "firekd.cli.train_cmds", "firekd.cli.eval_cmds", "firekd.cli.export_cmd",
+                   "firekd.cli.predict_cmd")
 
 
 def build_parser() -> Parser:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from firekd.cli.args import add_data_args, add_latency_args, data_config, positive_int
+from firekd.cli.args import (
+    add_data_args,
+    add_latency_args,
+    data_config,
+    image_size,
+    non_negative_float,
+    positive_int,
+)
 
 
 def register(sub) -> None:
@@ -38,6 +45,32 @@ def register(sub) -> None:
                                      "latency, recorded as cpu_threads (default: 1)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed of the calibration batches' shuffle (default: 0)")
+    f = p.add_argument_group(
+        "fastest form", description="--fastest measures every form of the student on this CPU (torch "
+        "fp32, torch int8 compiled with inductor, the pruned student when student_pruned.pth lies beside "
+        "the checkpoint or --pruned names one, ONNX fp32, ONNX int8) at --deploy_size, --deploy_batch and "
+        "--threads, keeps the forms whose validation F1 macro is within --f1_tolerance of fp32's, and "
+        "writes the fastest as <stem>_fastest.<ext> with its model card and every number in "
+        "<stem>_fastest.json.")
+    f.add_argument("--fastest", action="store_true", help="choose the form to ship by measurement")
+    f.add_argument("--deploy_size", type=image_size, default=None,
+                   help="input size in deployment; forms are evaluated and timed at it (default: the "
+                        "checkpoint's training size)")
+    f.add_argument("--deploy_batch", type=positive_int, default=1,
+                   help="frames per forward pass (default: 1)")
+    f.add_argument("--threads", dest="latency_threads", type=positive_int, default=argparse.SUPPRESS,
+                   help="CPU threads in deployment (same as --latency_threads)")
+    f.add_argument("--f1_tolerance", type=non_negative_float, default=0.01,
+                   help="largest drop of validation F1 macro from fp32 a form may have (default: 0.01)")
+    f.add_argument("--pruned", default=None, metavar="PATH",
+                   help="the pruned student to include (default: student_pruned.pth beside --checkpoint)")
+    compiled = f.add_mutually_exclusive_group()
+    compiled.add_argument("--quant_compile", dest="quant_compile", action="store_true",
+                          help="time the torch int8 form compiled with inductor (freezing) at the "
+                               "deployment shape (the default)")
+    compiled.add_argument("--no_quant_compile", dest="quant_compile", action="store_false",
+                          help="time it uncompiled (marked so in the table; slower than fp32)")
+    p.set_defaults(quant_compile=True)
     p.set_defaults(func=run_export)
 
 
@@ -57,6 +90,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else checkpoint.parent
+    if args.fastest:
+        return run_fastest(args, checkpoint, out)
     results = export_checkpoint(checkpoint, data_config(args, require_ir=False), out,
                                 batch_size=args.batch_size, calibration_batches=args.calibration_batches,
                                 latency_runs=args.latency_runs, latency_threads=args.latency_threads,
@@ -79,3 +114,27 @@ def _rows(results: dict) -> list[list[str]]:
         rows.append([name, f"{m['f1_macro']:.4f}", f"{m['f1_macro'] - base:+.4f}", f"{m['size_mb']:.2f}",
                      *latency])
     return rows
+
+
+def run_fastest(args: argparse.Namespace, checkpoint: Path, out: Path) -> int:
+    from tabulate import tabulate
+
+    from firekd.recipes.fastest import DeploySettings, export_fastest
+
+    settings = DeploySettings(size=args.deploy_size, batch=args.deploy_batch, threads=args.latency_threads,
+                              tolerance=args.f1_tolerance, runs=max(1, args.latency_runs),
+                              compile_int8=args.quant_compile, pruned=args.pruned)
+    record = export_fastest(checkpoint, data_config(args, require_ir=False), out, settings,
+                            batch_size=args.batch_size, calibration_batches=args.calibration_batches,
+                            seed=args.seed)
+    s = record["settings"]
+    rows = [[name, m["runtime"], f"{m['latency_ms']:.3f}", f"{m['frames_per_s']:.0f}",
+             f"{m['val_f1_macro']:.4f}", f"{m['test_f1_macro']:.4f}", m["verdict"]]
+            for name, m in sorted(record["forms"].items(), key=lambda kv: kv[1]["latency_ms"])]
+    print(f"forms of {checkpoint} at {s['size']} px, batch {s['batch']}, {s['threads']} thread(s), "
+          f"F1 tolerance {s['tolerance']}:\n")
+    print(tabulate(rows, headers=["form", "runtime", "ms / batch", "frames/s", "val F1 macro",
+                                  "test F1 macro", "verdict"], tablefmt="github", disable_numparse=True))
+    print(f"\nfastest: {record['fastest']}, written as {record['written']} with its model card; numbers "
+          f"in {out / (checkpoint.stem + '_fastest.json')}")
+    return 0

@@ -14,6 +14,7 @@ from firekd.models.registry import (
     register_teacher,
     resolve_teacher_name,
 )
+from firekd.models.student import build_student
 
-__all__ = ["create_student", "create_teacher", "list_students", "list_teachers",
+__all__ = ["build_student", "create_student", "create_teacher", "list_students", "list_teachers",
            "register_student", "register_teacher", "resolve_teacher_name"]

@@ -14,7 +14,8 @@ from firekd.normalization import IR_MEAN, IR_STD, RGB_MEAN, RGB_STD
 
 TEACHER_HINT = ("use --no_pretrained to start from random weights, or --teacher_weights PATH "
                 "for a local weights file")
-STUDENT_HINT = "build it with pretrained=False, or pretrained_file=PATH for a local weights file"
+STUDENT_HINT = ("pass --student_weights PATH, a timm state dict of this model downloaded elsewhere (in "
+                "Python: pretrained_file=PATH), or drop --student_pretrained")
 
 
 def create_backbone(timm_name: str, *, pretrained: bool = False,

@@ -83,6 +83,18 @@ class FireKDStudent(nn.Module):
                 "widths": list(self.widths), "dropout": self.dropout}
 
 
+def build_student(name: str, *, pretrained: bool = False, weights: str | Path | None = None) -> nn.Module:
+    """A student for training: random, timm's ImageNet weights (``pretrained``) or a local timm
+    state dict (``weights``); ModelError in one line when the weights cannot be had."""
+    from firekd.models.registry import create_student, student_aliases
+
+    if (pretrained or weights) and student_aliases(name) is not None:
+        raise ModelError(f"--student {name} is trained from scratch: --student_pretrained and "
+                         "--student_weights apply to timm students (e.g. mobilenetv3_small_100)")
+    extra = {"pretrained_file": str(weights)} if weights else {}
+    return create_student(name, pretrained=pretrained or bool(weights), **extra)
+
+
 @register_student("firekd_student", aliases=("firekd-student", "student"))
 def firekd_student(pretrained: bool = False, **kwargs) -> FireKDStudent:
     if pretrained:

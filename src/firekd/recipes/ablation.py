@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 def run_ablation(cfg: RunConfig) -> dict[str, dict]:
     """Run the grid; {run name: aggregates}."""
     writer = Writer(enabled=distributed.info().is_main)
+    if cfg.student.pretrained or cfg.student.weights:  # unobtainable weights fail now, not after the teachers
+        from firekd.models import build_student
+
+        build_student(cfg.student.arch, pretrained=cfg.student.pretrained, weights=cfg.student.weights)
     data = prepare(cfg, writer)
     if cfg.execution.teacher_only:
         _execute(cfg, data, plan(cfg, data, {}), writer)

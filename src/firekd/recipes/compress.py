@@ -105,7 +105,9 @@ def quantize_stage(run: SeedRun, student: StudentResult) -> ModelResult:
             "calibration_batches": used, "thresholds": [float(t) for t in evaluation.thresholds]}
     if run.writer.enabled:
         save_quantized(path, quantized, examples[0], meta)
+    # compiled_int8 (1/0) is numeric so that it survives aggregation: tables mark uncompiled int8
     evaluation.metrics.update(calibration_batches=used, compiled=compile_s is not None,
+                              compiled_int8=float(compile_s is not None),
                               **({"compile_s": compile_s} if compile_s is not None else {}))
     log.info("student_quantized %s: int8 (calibrated on %d batches), f1_macro %.4f (student %.4f)",
              student.variant, used, evaluation.metrics["f1_macro"], student.evaluation.metrics["f1_macro"])

@@ -21,6 +21,7 @@ from firekd.engine.evaluation import evaluate_model
 from firekd.engine.runtime import Runtime
 from firekd.errors import DataError, ModelError
 from firekd.io import ensure_writable, write_json
+from firekd.recipes.cards import write_cards
 from firekd.recipes.compress import calibration_loader, onnx_stages
 from firekd.recipes.context import ModelResult
 from firekd.recipes.data import DataBundle, load_data
@@ -101,6 +102,12 @@ def export_checkpoint(checkpoint: str | Path, data: DataConfig, out_dir: str | P
                                    ir_channels=max(1, bundle.ir_spec.channels), runs=latency_runs,
                                    threads=latency_threads, rt=rt)
         results[name] = {**stage.evaluation.metrics, **efficiency}
+    # cards beside the files written here; the checkpoint's own only when --out is its folder
+    kinds = {"student": "student_pruned" if meta.get("pruning") else "student"}
+    carded = {name: stage for name, stage in stages.items()
+              if name != "student" or out_dir.resolve() == checkpoint.parent.resolve()}
+    write_cards({kinds.get(name, name): stage for name, stage in carded.items()}, bundle,
+                {kinds.get(name, name): results[name] for name in carded})
     results["run"] = {"checkpoint": str(checkpoint), "csv": str(data.csv), "img_size": size,
                       "calibration_batches": min(calibration_batches, len(calib_loader)),
                       "n_test": len(test.dataset)}

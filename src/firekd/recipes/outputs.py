@@ -8,6 +8,7 @@ from pathlib import Path
 
 from firekd.engine.evaluation import predictions_table
 from firekd.io import Writer, read_json, write_csv, write_json
+from firekd.recipes.cards import write_cards
 from firekd.recipes.context import ModelResult, SeedRun
 from firekd.recipes.figures import EMBEDDED_MODELS, write_embedding_figures, write_metric_figures
 from firekd.recipes.teacher import TeacherResult
@@ -30,6 +31,7 @@ def write_seed_outputs(run: SeedRun, dirs: SeedDirs, models: dict[str, ModelResu
     for name, result in models.items():
         write_csv(dirs.metrics / predictions_file(name),
                   predictions_table(result.evaluation.test, rows, result.evaluation.thresholds))
+    write_cards(models, run.data)  # beside each saved student form: what deploying it needs
     final = {name: result.evaluation.metrics for name, result in models.items()}
     write_json(dirs.metrics / FINAL_EVALUATION, {**final, "run": {**run_block, "n_test": int(len(rows))}})
 

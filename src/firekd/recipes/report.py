@@ -27,6 +27,7 @@ from firekd.recipes.compare import (
     write_comparison,
 )
 from firekd.recipes.data import split_summary
+from firekd.recipes.disagreement import disagreement_section
 from firekd.reporting import document as doc
 from firekd.reporting import plots
 from firekd.reporting.tables import best_against_control, display_table, shared_teacher_rows
@@ -82,6 +83,7 @@ def build_blocks(output: Path, cmp: Comparison, folder: Path, files: dict[str, P
     blocks += _tests_section(cmp, rel(files["tests"]), rel(files["mcnemar"]))
     for run in cmp.runs:
         blocks += _run_section(output, run, rel)
+        blocks += disagreement_section(output, run, _settings(run), folder, rel)
     blocks += _environment_section(cmp.runs)
     return blocks
 

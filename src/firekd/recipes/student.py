@@ -23,7 +23,7 @@ from firekd.io import read_json
 from firekd.kd.distiller import Distiller, Supervised
 from firekd.kd.variants import uses_teacher, variant_weights
 from firekd.keys import stable_hash, student_settings
-from firekd.models import create_student
+from firekd.models import build_student
 from firekd.recipes.context import FileCheckpointer, SeedRun
 from firekd.recipes.teacher import TeacherResult, data_meta, pos_weight_for, tensorboard, train_log
 from firekd.reporting.plots import training_curves
@@ -116,7 +116,8 @@ def _member(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult |
             settings: dict) -> Member:
     cfg = run.cfg
     torch.manual_seed(run.seed)  # every variant's student starts from the same weights
-    student = run.rt.prepare_model(create_student(cfg.student.arch, pretrained=False),
+    student = run.rt.prepare_model(build_student(cfg.student.arch, pretrained=cfg.student.pretrained,
+                                                 weights=cfg.student.weights),
                                    compile=cfg.execution.compile, sync_bn=cfg.optim.sync_bn)
     task = make_task(run, student, variant, teacher.model if teacher else None).to(run.rt.device)
     projector = getattr(task, "projector", None)

@@ -188,8 +188,11 @@ def f1_latency(table, title: str, metric: str = "f1_macro"):
         ax.set(xlabel="CPU latency, batch 1 (ms, median)", title=teacher)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel(f"{metric.replace('f1_', 'F1 ')} (test)")
-    handles = [plt.Line2D([], [], ls="", marker=MODEL_MARKERS.get(m, "D"), color="grey", ms=8, label=m)
-               for m in dict.fromkeys(rows["model"])]
+    from firekd.reporting.tables import model_labels
+
+    labels = dict(zip(rows["model"], model_labels(rows), strict=True))  # marks uncompiled int8
+    handles = [plt.Line2D([], [], ls="", marker=MODEL_MARKERS.get(m, "D"), color="grey", ms=8,
+                          label=labels[m]) for m in dict.fromkeys(rows["model"])]
     handles += [plt.Line2D([], [], ls="", marker="o", color=c, ms=8, label=v) for v, c in colours.items()]
     fig.legend(handles=handles, title="model / loss variant", loc="upper left", bbox_to_anchor=(1.0, 0.9))
     fig.suptitle(f"{title}\n(up and left is better; bars: 95% t-interval over seeds, none when n < 2)")

@@ -95,7 +95,19 @@ def _model_cells(model: dict, metrics) -> dict:
     for key, _, _ in EFFICIENCY:
         if key in model:
             cells[key] = _num(model[key].get("mean"))
+    if "compiled_int8" in model:  # int8 run eagerly is slower than fp32: say so wherever it is shown
+        cells["uncompiled_int8"] = _num(model["compiled_int8"].get("mean")) < 1
     return cells
+
+
+def model_label(model: str, uncompiled) -> str:
+    """The model's name as tables and figures show it: uncompiled int8 marked as such."""
+    return f"{model} (uncompiled int8)" if uncompiled is not None and uncompiled == True else model  # noqa: E712
+
+
+def model_labels(frame: pd.DataFrame) -> list[str]:
+    flags = frame["uncompiled_int8"] if "uncompiled_int8" in frame else [None] * len(frame)
+    return [model_label(m, u) for m, u in zip(frame["model"], flags, strict=True)]
 
 
 def _num(value) -> float:
@@ -130,7 +142,7 @@ def display_table(frame: pd.DataFrame, metrics=F1_METRICS, *, ci: bool = True,
     if one_teacher_row:
         frame = shared_teacher_rows(frame)
     out = pd.DataFrame({"teacher": frame["teacher"], "variant": frame["variant"],
-                        "model": frame["model"], "n": frame["n"].astype(int)})
+                        "model": model_labels(frame), "n": frame["n"].astype(int)})
     for metric in metrics:
         name = metric.replace("f1_", "F1 ")
         out[f"{name} (mean ± std)"] = [

@@ -1,0 +1,1 @@
+"""Deployment: running a model file on images or video, alarms, model cards."""
