@@ -18,7 +18,7 @@ LAYERS = [
     {"errors", "options", "diskspace", "locks", "normalization"},
     {"io", "logs"},
     {"data", "kd", "metrics", "compress", "engine", "models"},
-    {"checkpoints", "config"},
+    {"checkpoints", "config", "deploy"},
     {"keys", "rundir"},
     {"store", "reporting"},
     {"recipes"},

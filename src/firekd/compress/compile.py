@@ -12,12 +12,16 @@ on-disk FX graph cache, so compiling the same model again (a rerun) is fast.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
 from torch import nn
 
 from firekd.errors import first_line
+from firekd.metrics.efficiency import cpu_threads
+
+log = logging.getLogger(__name__)
 
 
 class CompileUnavailable(RuntimeError):
@@ -80,3 +84,26 @@ def compile_for_cpu(module: nn.Module, examples: list[torch.Tensor]) -> tuple[Fr
     except (RuntimeError, OSError) as exc:  # dynamo/inductor errors, a missing or broken compiler
         raise CompileUnavailable(first_line(exc, 200)) from None
     return compiled, time.perf_counter() - start
+
+
+def runnable_int8(quantized: nn.Module, examples: list[torch.Tensor], compile_model: bool,
+                  threads: int) -> tuple[nn.Module, float | None]:
+    """The int8 module compiled for the shapes of ``examples``, or uncompiled with a warning when
+    compilation is off or impossible. Returns (module, compile seconds or None).
+
+    Inductor writes the thread count into its kernels, so it compiles with the ``threads`` the
+    latency is measured with."""
+    if not compile_model:
+        log.info("student_quantized: --no_quant_compile, evaluating the int8 model uncompiled "
+                 "(slower than fp32)")
+        return quantized, None
+    try:
+        with cpu_threads(threads):
+            compiled, seconds = compile_for_cpu(quantized, examples)
+    except CompileUnavailable as exc:
+        log.warning("student_quantized: torch.compile is unavailable here (%s); evaluating the int8 "
+                    "model uncompiled, which is slower than fp32", exc)
+        return quantized, None
+    log.info("student_quantized: compiled with inductor (freezing) for batch %s in %.1fs",
+             " and ".join(str(len(e)) for e in examples), seconds)
+    return compiled, seconds

@@ -66,8 +66,7 @@ def _torch_forward(model: nn.Module) -> Callable:
 
 def _compiled_int8(module: nn.Module, size: int, batch: int, threads: int | None) -> tuple[Callable, str]:
     """The int8 program compiled for (batch,3,size,size) chunks, or eager with a warning."""
-    from firekd.compress.compile import StaticBatch
-    from firekd.recipes.compress import runnable_int8
+    from firekd.compress.compile import StaticBatch, runnable_int8
 
     runnable, seconds = runnable_int8(module, [torch.randn(batch, 3, size, size)], True, threads or 1)
     if seconds is None:

@@ -26,7 +26,7 @@ from torch import nn
 
 from firekd.checkpoints import load_model, save_model
 from firekd.compress.artifacts import save_quantized
-from firekd.compress.compile import CompileUnavailable, StaticBatch, compile_for_cpu
+from firekd.compress.compile import StaticBatch, runnable_int8
 from firekd.compress.onnx_export import OnnxStudent, export_onnx, quantize_onnx_int8
 from firekd.compress.prune import make_permanent, prune_model
 from firekd.compress.quantize import quantize_int8
@@ -39,7 +39,6 @@ from firekd.engine.loop import Member
 from firekd.engine.runtime import Runtime
 from firekd.io import read_json
 from firekd.keys import onnx_settings, pruned_settings, stable_hash
-from firekd.metrics.efficiency import cpu_threads
 from firekd.models import create_student
 from firekd.recipes.context import ModelResult, SeedRun
 from firekd.recipes.data import DataBundle
@@ -114,29 +113,6 @@ def quantize_stage(run: SeedRun, student: StudentResult) -> ModelResult:
     return ModelResult(forward, evaluation, path, {"calibration_batches": used},
                        fp32_source=copy.deepcopy(student.model).cpu().eval(),
                        latency_runtime="inductor" if compile_s is not None else "eager")
-
-
-def runnable_int8(quantized: nn.Module, examples: list[torch.Tensor], compile_model: bool,
-                  threads: int) -> tuple[nn.Module, float | None]:
-    """The int8 module compiled for the shapes of ``examples``, or uncompiled with a warning when
-    compilation is off or impossible. Returns (module, compile seconds or None).
-
-    Inductor writes the thread count into its kernels, so it compiles with the ``threads`` the
-    latency is measured with."""
-    if not compile_model:
-        log.info("student_quantized: --no_quant_compile, evaluating the int8 model uncompiled "
-                 "(slower than fp32)")
-        return quantized, None
-    try:
-        with cpu_threads(threads):
-            compiled, seconds = compile_for_cpu(quantized, examples)
-    except CompileUnavailable as exc:
-        log.warning("student_quantized: torch.compile is unavailable here (%s); evaluating the int8 "
-                    "model uncompiled, which is slower than fp32", exc)
-        return quantized, None
-    log.info("student_quantized: compiled with inductor (freezing) for batch %s in %.1fs",
-             " and ".join(str(len(e)) for e in examples), seconds)
-    return compiled, seconds
 
 
 def compressed_store(run: SeedRun, student: StudentResult, name: str, settings: dict) -> Store:

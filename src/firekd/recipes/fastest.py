@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from firekd.compress.artifacts import save_quantized
+from firekd.compress.compile import runnable_int8
 from firekd.compress.quantize import quantize_int8
 from firekd.config import DataConfig
 from firekd.deploy.card import build_card, write_card
@@ -32,7 +33,7 @@ from firekd.io import ensure_writable, write_json
 from firekd.metrics.classification import classification_scores
 from firekd.metrics.efficiency import cpu_threads, median_latency_ms
 from firekd.recipes.cards import model_config, split_counts
-from firekd.recipes.compress import onnx_stages, runnable_int8
+from firekd.recipes.compress import onnx_stages
 from firekd.recipes.context import ModelResult
 from firekd.recipes.export import _load_data, eval_loaders, load_fp32_student, with_recorded_split
 from firekd.recipes.teacher import data_meta
