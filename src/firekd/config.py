@@ -23,6 +23,7 @@ from firekd.options import (
     non_negative_float,
     non_negative_int,
     open_fraction,
+    open_unit_fraction,
     option,
     positive_float,
     positive_int,
@@ -78,12 +79,41 @@ class DataConfig:
                              help="rows or frames per block (--split block, and auto on video frames)")
     split_file: str | None = option(None, group="split", content=True,
                                     help="reuse a split.csv written by an earlier run (row,split columns)")
+    resample_split: bool = option(False, group="split", switch=(("--resample_split",), ()),
+                                  help="draw every training seed's own split (split seed = training "
+                                       "seed, instead of --split_seed): replicates that vary the "
+                                       "labelled subset, not only the initialisation. The teachers, "
+                                       "control and students of a seed share its split; each seed "
+                                       "folder records it (split.csv)")
+    n_labelled: int | None = option(None, group="split", type=positive_int, metavar="N",
+                                    help="keep only N of the train split's labelled rows as labelled "
+                                         "(a draw stratified on the label combinations, seeded by the "
+                                         "split seed) and move the rest to the unlabelled pool: the KD "
+                                         "students train on them without labels; teachers and the bce "
+                                         "control never see them; validation and test are unchanged")
+    label_fraction: float | None = option(None, group="split", type=open_unit_fraction, metavar="F",
+                                          help="as --n_labelled, with N = round(F x the train split's "
+                                               "rows), at least 1")
+    # which CSV columns to report per-slice metrics on: adds metrics, changes no trained model
+    slice_cols: tuple[str, ...] = option((), flag="--slice_col", kind=EXEC, group="data",
+                                         action="append", metavar="COL",
+                                         help="a categorical CSV column (e.g. hidden_in_rgb, a site, day "
+                                              "or night): recall, precision and F1 per label on each of "
+                                              "its values, for every model, in final_evaluation.json, "
+                                              "aggregated_results.json, compare and the report; "
+                                              "repeatable")
 
     def __post_init__(self) -> None:
         if any(r <= 0 for r in self.split_ratios):
             raise ConfigError(f"--split_ratios: every ratio must be > 0, got {list(self.split_ratios)}")
         if self.ir_range is not None and not self.ir_range[0] < self.ir_range[1]:
             raise ConfigError(f"--ir_range: LO must be below HI, got {list(self.ir_range)}")
+        if self.n_labelled is not None and self.label_fraction is not None:
+            raise ConfigError("--n_labelled and --label_fraction: give one of them, not both")
+        if self.resample_split and (self.split_file or self.split == "column"):
+            given = "--split_file" if self.split_file else "--split column"
+            raise ConfigError(f"--resample_split draws a split per seed; {given} fixes one: drop one "
+                              "of them")
 
 
 @dataclass(frozen=True)

@@ -101,9 +101,14 @@ def _start_run(run: RunDir, cfg: RunConfig, data: DataBundle, writer: Writer) ->
                                       "run_key": stable_hash(settings), "flags": cfg.flags(),
                                       "resolved": cfg.to_dict(), "split": data.split_decision.to_dict(),
                                       "samples": {"labelled": len(data.labelled),
-                                                  "unlabeled": data.unlabeled_count}})
+                                                  "unlabeled": data.unlabeled_count,
+                                                  "moved_to_unlabeled": data.moved_count},
+                                      "resampled": data.resampled()})
     write_json(run.metrics / ENVIRONMENT, environment())
-    write_csv(run.metrics / SPLIT, data.split_table())
+    if data.config.resample_split:  # no split is common to the seeds: each seed folder has its own
+        writer.remove(run.metrics / SPLIT)
+    else:
+        write_csv(run.metrics / SPLIT, data.split_table())
     write_csv(run.metrics / DATA_SUMMARY, data.summary().reset_index())  # for `firekd report`
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +21,24 @@ from firekd.data.images import IRSpec
 from firekd.data.splits import (
     COMBO_NAMES,
     SPLITS,
+    UNLABELED,
     SplitDecision,
     check_split,
+    keep_labelled,
     label_combination,
+    labelled_count,
     load_split,
     split_records,
     straddling_images,
 )
 from firekd.data.unlabeled import check_unlabeled_files, drop_eval_overlap
 from firekd.diskspace import OutOfSpaceError, human_bytes
+from firekd.errors import ConfigError
 from firekd.io import Writer, ensure_writable
 from firekd.keys import data_fingerprint
 from firekd.rundir import waiting
 
 log = logging.getLogger(__name__)
-UNLABELED = "unlabeled"  # the split_assigned of unlabelled pairs
 FREE_SHARE = 0.8  # the most of a disk's free space the decoded cache may take
 
 
@@ -48,6 +51,11 @@ class DataBundle:
     report: FileReport
     source: SampleSource | None = None  # the decoded cache once opened, else the files
     split_decision: SplitDecision | None = None  # which split was made and why
+    # the CSV's validated rows before splitting (the first rows of ``records``): what a seed's own
+    # split (--resample_split) is drawn from
+    csv_records: pd.DataFrame | None = field(default=None, repr=False)
+    run_fingerprint: str | None = None  # a seed's bundle: the fingerprint of the invocation's data
+    _seeds: dict = field(default_factory=dict, repr=False)
 
     @property
     def ir_spec(self) -> IRSpec:
@@ -55,12 +63,37 @@ class DataBundle:
 
     @property
     def labelled(self) -> pd.DataFrame:
-        """The labelled pairs (the CSV's rows): what is split, summarised and recorded."""
-        return self.records[self.records["split_assigned"] != UNLABELED]
+        """The labelled pairs (the CSV's rows, less those moved to the unlabelled pool by
+        --n_labelled/--label_fraction): what is split, summarised and recorded."""
+        return self.records[self.records["split_assigned"].isin(SPLITS)]
 
     @property
     def unlabeled_count(self) -> int:
-        return len(self.records) - len(self.labelled)
+        return int((self.records["split_assigned"] == UNLABELED).sum())
+
+    @property
+    def moved_count(self) -> int:
+        """CSV rows moved to the unlabelled pool (--n_labelled/--label_fraction)."""
+        n_csv = len(self.csv_records) if self.csv_records is not None else 0
+        return int((self.records["split_assigned"].to_numpy()[:n_csv] == UNLABELED).sum())
+
+    def for_seed(self, seed: int) -> DataBundle:
+        """The data training seed ``seed`` uses: this bundle, or with --resample_split the seed's own
+        split (split seed = ``seed``) and label draw, sharing this bundle's decoded samples."""
+        if not self.config.resample_split or self.csv_records is None:
+            return self
+        if seed not in self._seeds:
+            records, decision = assign_split(self.csv_records, self.config, seed)
+            unl = self.records.iloc[len(self.csv_records):]
+            records = pd.concat([records, _held_out_groups(unl, records)], ignore_index=True)
+            self._seeds[seed] = replace(self, records=records, split_decision=decision,
+                                        run_fingerprint=self.fingerprint, _seeds={})
+        return self._seeds[seed]
+
+    @property
+    def shared_fingerprint(self) -> str:
+        """The fingerprint every seed of a run shares (the run key's data)."""
+        return self.run_fingerprint or self.fingerprint
 
     def positions(self, split: str) -> np.ndarray:
         return np.nonzero(self.records["split_assigned"].to_numpy() == split)[0]
@@ -93,8 +126,24 @@ class DataBundle:
         return data_fingerprint(self.config, ir=[spec.kind, spec.channels, spec.value_range], split=split)
 
     def split_table(self) -> pd.DataFrame:
-        return self.labelled[["row", "rgb_path", "split_assigned"]].rename(
-            columns={"split_assigned": "split"})
+        """split.csv: every CSV row's split; rows moved to the unlabelled pool read ``unlabeled``
+        (reusable with --split_file)."""
+        rows = self.records.iloc[:len(self.csv_records)] if self.csv_records is not None else self.labelled
+        return rows[["row", "rgb_path", "split_assigned"]].rename(columns={"split_assigned": "split"})
+
+    def resampled(self) -> str | None:
+        """What varies between the seeds' data, in words (None: every seed shares one split)."""
+        parts = []
+        if self.config.resample_split:
+            parts.append("each seed draws its own train/val/test split (split seed = training seed)")
+        cfg = self.config
+        if cfg.n_labelled is not None or cfg.label_fraction is not None:
+            how = (f"{cfg.n_labelled}" if cfg.n_labelled is not None
+                   else f"a fraction {cfg.label_fraction:g}")
+            seeded = "the training seed" if cfg.resample_split else f"split seed {cfg.split_seed}"
+            parts.append(f"{how} of the train split's rows kept labelled (stratified draw seeded by "
+                         f"{seeded}), the rest moved to the unlabelled pool")
+        return "; ".join(parts) or None
 
 
 def split_summary(fire, smoke, split) -> pd.DataFrame:
@@ -115,21 +164,64 @@ def load_data(config: DataConfig, unlabeled_csv: str | None = None) -> DataBundl
                            require_ir=config.require_ir)
     records, report = check_files(records, csv_name=str(config.csv), skip_missing=config.skip_missing,
                                   ir_channels=config.ir_channels, ir_range=config.ir_range)
-    records = records.assign(same_image=same_image_ids(records))
+    csv_records = records.assign(same_image=same_image_ids(records))
+    records, decision = assign_split(csv_records, config, config.split_seed)
+    split = records["split_assigned"]
+    log.info("data: %d samples from %s (IR: %s), split %s", len(records), Path(config.csv).name,
+             describe_ir(report.ir), ", ".join(f"{s} {int((split == s).sum())}" for s in (*SPLITS, UNLABELED)
+                                              if s in SPLITS or (split == s).any()))
+    _log_split(decision, records)
+    if config.resample_split and decision.method in ("column", "file"):
+        raise ConfigError(f"--resample_split draws a split per seed, but {decision.sentence()}: pass "
+                          "--split random or block, or drop --resample_split")
+    if unlabeled_csv:
+        records = pd.concat([records, _unlabeled(unlabeled_csv, config, records, report)], ignore_index=True)
+    return DataBundle(config, records, report, split_decision=decision, csv_records=csv_records)
+
+
+def assign_split(records: pd.DataFrame, config: DataConfig, seed: int) -> tuple[pd.DataFrame, SplitDecision]:
+    """The CSV's records with their split (``split_assigned``) drawn with split seed ``seed``, and
+    the train rows beyond --n_labelled/--label_fraction moved to the unlabelled pool (their labels
+    NaN, so nothing can train on them as labelled)."""
     if config.split_file:
         split = load_split(config.split_file, records)
         decision = SplitDecision("file", f"from {config.split_file}")
     else:
         split, decision = split_records(records, method=config.split, ratios=config.split_ratios,
-                                        seed=config.split_seed, block_size=config.block_size)
+                                        seed=seed, block_size=config.block_size)
     check_split(split, config.split_ratios)
-    records = records.assign(split_assigned=split.to_numpy())
-    log.info("data: %d samples from %s (IR: %s), split %s", len(records), Path(config.csv).name,
-             describe_ir(report.ir), ", ".join(f"{s} {int((split == s).sum())}" for s in SPLITS))
-    _log_split(decision, records)
-    if unlabeled_csv:
-        records = pd.concat([records, _unlabeled(unlabeled_csv, config, records, report)], ignore_index=True)
-    return DataBundle(config, records, report, split_decision=decision)
+    split = split.to_numpy()
+    keep = labelled_count(int((split == "train").sum()), n=config.n_labelled, fraction=config.label_fraction)
+    split = keep_labelled(split, label_combination(*_labels(records, split)), keep, seed)
+    moved = split == UNLABELED
+    records = records.assign(split_assigned=split)
+    if moved.any():
+        records = records.astype({"fire": float, "smoke": float})
+        records.loc[moved, ["fire", "smoke"]] = np.nan
+        log.info("data: %d of the train split's labelled rows kept labelled (split seed %d), %d moved to "
+                 "the unlabelled pool", int((split == "train").sum()), seed, int(moved.sum()))
+    return records, decision
+
+
+def _labels(records: pd.DataFrame, split: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels for the stratified draw; rows a split file marks unlabelled count as 'none'."""
+    labelled = np.isin(split, SPLITS)
+    fire = np.where(labelled, records["fire"].fillna(0).to_numpy(), 0)
+    smoke = np.where(labelled, records["smoke"].fillna(0).to_numpy(), 0)
+    return fire, smoke
+
+
+def _held_out_groups(unl: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """Unlabelled pairs that share a group with this split's validation or test pairs leave the
+    pool (marked ``excluded``, so the decoded samples keep their positions)."""
+    if unl.empty or "group" not in unl or "group" not in records:
+        return unl
+    held = records.loc[records["split_assigned"].isin(("val", "test")), "group"]
+    clash = unl["group"].isin(set(held.dropna())).to_numpy()
+    if clash.any():
+        log.info("data: %d unlabelled pair(s) share a group with this seed's validation or test pairs; "
+                 "left out for this seed", int(clash.sum()))
+    return unl.assign(split_assigned=np.where(clash, "excluded", unl["split_assigned"]))
 
 
 def _unlabeled(path: str, config: DataConfig, records: pd.DataFrame, report: FileReport) -> pd.DataFrame:

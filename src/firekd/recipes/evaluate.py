@@ -19,7 +19,7 @@ from firekd.data.checks import check_files
 from firekd.data.csv import ColumnNames, read_records
 from firekd.data.dataset import FileSource, PairedDataset, make_loader
 from firekd.data.images import IRSpec
-from firekd.data.splits import load_split, split_digest
+from firekd.data.splits import SPLITS, load_split, split_digest
 from firekd.data.transforms import PairedTransform
 from firekd.engine.evaluation import predictions_table
 from firekd.engine.loop import predict
@@ -181,14 +181,16 @@ def _split_of(req: EvalRequest, records: pd.DataFrame, meta: dict) -> tuple[np.n
 
 def recorded_split(checkpoint: str | Path) -> Path | None:
     """The split.csv of the run a checkpoint was saved in: OUTPUT/models/<run>/seed_<s>/<file> ->
+    OUTPUT/metrics/<run>/seed_<s>/split.csv (a seed's own split, --resample_split), else
     OUTPUT/metrics/<run>/split.csv; None when the checkpoint lies elsewhere or the file is gone."""
     path = Path(checkpoint)
     for candidate in dict.fromkeys((path.absolute(), path.resolve())):
         seed_dir, run_dir = candidate.parent, candidate.parent.parent
         if seed_dir.name.startswith("seed_") and run_dir.parent.name == "models":
-            split = run_dir.parent.parent / "metrics" / run_dir.name / SPLIT
-            if split.is_file():
-                return split
+            metrics = run_dir.parent.parent / "metrics" / run_dir.name
+            for split in (metrics / seed_dir.name / SPLIT, metrics / SPLIT):
+                if split.is_file():
+                    return split
     return None
 
 
@@ -199,6 +201,7 @@ def check_recorded_split(split_file: str | Path, meta: dict, checkpoint: str | P
     if not expected:
         return
     table = pd.read_csv(split_file)
+    table = table[table["split"].isin(SPLITS)]  # rows moved to the unlabelled pool are not in the digest
     if split_digest(table["row"], table["split"]) != expected:
         raise DataError(f"{split_file} is not the split {checkpoint} was trained with (the run folder was "
                         "written again since); pass the right split.csv with --split_file")

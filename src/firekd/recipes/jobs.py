@@ -48,7 +48,7 @@ class Job:
 
 def control_dirs(cfg: RunConfig, data: DataBundle, seed: int) -> tuple[SeedDirs, str]:
     """Where the control of ``seed`` is stored, and its key (the same under every teacher)."""
-    key = seed_key(cfg, "", CONTROL, seed, data.fingerprint, distributed.info().world_size)
+    key = seed_key(cfg, "", CONTROL, seed, data.for_seed(seed).fingerprint, distributed.info().world_size)
     return control_store(cfg.execution.output, cfg.student.arch, seed, key), key
 
 
@@ -63,7 +63,7 @@ def plan(cfg: RunConfig, data: DataBundle, runs: dict[tuple[str, str], RunDir]) 
     for teacher in cfg.teachers:
         for seed in cfg.seeds:
             done = [v for v in cfg.variants if runs[teacher, v].seed_done(
-                seed, seed_key(cfg, teacher, v, seed, data.fingerprint, ws))]
+                seed, seed_key(cfg, teacher, v, seed, data.for_seed(seed).fingerprint, ws))]
             for v in done:
                 log.info("%s seed %d: already done, skipping", runs[teacher, v].name, seed)
             kd = [v for v in cfg.variants if uses_teacher(v) and v not in done]
@@ -86,7 +86,7 @@ def _control_done(cfg: RunConfig, data: DataBundle, seed: int) -> bool:
 
 def run_job(cfg: RunConfig, data: DataBundle, job: Job, writer: Writer, retrained: set[str]) -> str:
     """Do one job. ``retrained``: the teachers this invocation trained (--retrain_teacher acts once)."""
-    run = seed_run(cfg, data, job.seed, writer)
+    run = seed_run(cfg, data.for_seed(job.seed), job.seed, writer)
     if not job.variants:
         obtain_teacher(run, job.teacher, retrained)
         return job.name
@@ -138,7 +138,7 @@ def _finish_seed(run: SeedRun, teacher_name: str | None, variant: str, teacher: 
     if uses_teacher(variant):
         name = f"{teacher_name}_{variant}"
         block = {"name": name, "seed": run.seed, "variant": variant, "settings_hash": key,
-                 "run_key": stable_hash(run_settings(cfg, teacher_name, variant, data.fingerprint,
+                 "run_key": stable_hash(run_settings(cfg, teacher_name, variant, data.shared_fingerprint,
                                                      run.world_size)),
                  "teacher_reused": teacher.reused, "precision": run.rt.precision}
         title = f"{name}, seed {run.seed}"

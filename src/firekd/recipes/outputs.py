@@ -14,6 +14,7 @@ from firekd.recipes.teacher import TeacherResult
 from firekd.rundir import (
     CHECKPOINTS,
     FINAL_EVALUATION,
+    SPLIT,
     STUDENT_LOG,
     TEACHER_CURVES,
     TEACHER_LOG,
@@ -37,6 +38,8 @@ def write_seed_outputs(run: SeedRun, dirs: SeedDirs, models: dict[str, ModelResu
         return
     _figures(run, dirs.graphs, models, title, teacher)
     write_json(dirs.metrics / STUDENT_LOG, models["student"].train_log)
+    if run.data.config.resample_split:  # this seed's own split (--resample_split)
+        write_csv(dirs.metrics / SPLIT, run.data.split_table())
     rows = run.data.dataset("test").rows
     for name, result in models.items():
         write_csv(dirs.metrics / predictions_file(name),
