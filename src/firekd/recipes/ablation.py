@@ -22,6 +22,7 @@ from firekd.metrics.stats import aggregates_json
 from firekd.recipes.data import DataBundle, load_data, open_cache
 from firekd.recipes.efficiency import teacher_efficiency
 from firekd.recipes.jobs import Job, plan, publish_controls, run_job
+from firekd.recipes.slices import add_missing_slices
 from firekd.reporting.tables import F1_METRICS, display_table, markdown, summary_frame
 from firekd.rundir import (
     AGGREGATED,
@@ -51,6 +52,8 @@ def run_ablation(cfg: RunConfig) -> dict[str, dict]:
                 teacher_efficiency(cfg, data, teacher, writer)
         _execute(cfg, data, jobs, writer)
         publish_controls(cfg, data, runs, writer)
+        for run in runs.values():  # seeds that finished before --slice_col was given
+            add_missing_slices(run, data.slices, writer)
         return {run.name: aggregate(run, writer) for run in runs.values()}
 
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from firekd.config import DataConfig
 from firekd.data.cache import DecodedCache, build, cache_bytes, cache_key, verify
 from firekd.data.checks import FileReport, check_files, same_image_ids
-from firekd.data.csv import read_records, read_unlabeled
+from firekd.data.csv import read_records, read_slices, read_unlabeled
 from firekd.data.dataset import FileSource, PairedDataset, SampleSource
 from firekd.data.images import IRSpec
 from firekd.data.splits import (
@@ -55,6 +55,7 @@ class DataBundle:
     # split (--resample_split) is drawn from
     csv_records: pd.DataFrame | None = field(default=None, repr=False)
     run_fingerprint: str | None = None  # a seed's bundle: the fingerprint of the invocation's data
+    slices: pd.DataFrame | None = None  # the --slice_col columns by CSV line (row), as categories
     _seeds: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -176,7 +177,9 @@ def load_data(config: DataConfig, unlabeled_csv: str | None = None) -> DataBundl
                           "--split random or block, or drop --resample_split")
     if unlabeled_csv:
         records = pd.concat([records, _unlabeled(unlabeled_csv, config, records, report)], ignore_index=True)
-    return DataBundle(config, records, report, split_decision=decision, csv_records=csv_records)
+    slices = read_slices(config.csv, config.slice_cols) if config.slice_cols else None
+    return DataBundle(config, records, report, split_decision=decision, csv_records=csv_records,
+                      slices=slices)
 
 
 def assign_split(records: pd.DataFrame, config: DataConfig, seed: int) -> tuple[pd.DataFrame, SplitDecision]:

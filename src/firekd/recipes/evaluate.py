@@ -16,7 +16,7 @@ from firekd import LABELS
 from firekd.checkpoints import build_from_payload, load_payload, load_state
 from firekd.compress.artifacts import is_quantized_file, load_quantized
 from firekd.data.checks import check_files
-from firekd.data.csv import ColumnNames, read_records
+from firekd.data.csv import ColumnNames, read_records, read_slices
 from firekd.data.dataset import FileSource, PairedDataset, make_loader
 from firekd.data.images import IRSpec
 from firekd.data.splits import SPLITS, load_split, split_digest
@@ -26,6 +26,7 @@ from firekd.engine.loop import predict
 from firekd.engine.runtime import Runtime, resolve_device
 from firekd.errors import ConfigError, DataError, ModelError
 from firekd.metrics.classification import evaluation_scores
+from firekd.recipes.slices import slice_metrics
 from firekd.rundir import SPLIT
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class EvalRequest:
     batch_size: int = 64
     num_workers: int = 0
     device: str = "auto"
+    slice_cols: tuple[str, ...] = ()  # categorical CSV columns: metrics per value
 
 
 @dataclass
@@ -109,6 +111,7 @@ def evaluate_checkpoint(req: EvalRequest) -> CheckpointEvaluation:
     img_size = req.img_size or data.get("img_size") or 224
     needs_ir = getattr(model, "modalities", "rgb") == "rgb+ir"
     records, spec = _records(req, data, needs_ir)
+    slices = read_slices(req.csv, req.slice_cols) if req.slice_cols else None  # checked before the work
     positions, split_file = _positions(req, records, meta)
     device = torch.device("cpu") if loader.cpu_only else resolve_device(req.device)
     rt = Runtime(device, amp=False, seed=0)
@@ -118,12 +121,14 @@ def evaluate_checkpoint(req: EvalRequest) -> CheckpointEvaluation:
     pred = predict(rt.prepare_model(model), test_loader, rt)
     thresholds, source = _thresholds(req, meta)
     metrics = evaluation_scores(pred.labels, pred.probs, thresholds=thresholds)
+    table = predictions_table(pred, dataset.rows, thresholds)
+    metrics.update(slice_metrics(table, slices))
     info = {"checkpoint": str(req.checkpoint), "kind": loaded.kind, "csv": str(req.csv), "split": req.split,
             "split_file": split_file, "n": int(len(positions)), "thresholds": thresholds.tolist(),
             "thresholds_from": source, "img_size": img_size, "device": str(device),
             "ir": {"kind": spec.kind, "channels": spec.channels,
                    "range": list(spec.value_range) if spec.value_range else None}}
-    return CheckpointEvaluation(metrics, predictions_table(pred, dataset.rows, thresholds), info)
+    return CheckpointEvaluation(metrics, table, info)
 
 
 def _records(req: EvalRequest, data: dict, needs_ir: bool) -> tuple[pd.DataFrame, IRSpec]:

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from firekd import LABELS
 from firekd.data.csv import ColumnNames, read_records
 from firekd.data.splits import SplitDecision
 from firekd.errors import FirekdError
 from firekd.io import read_json, save_figure, write_text
 from firekd.kd.variants import CONTROL
+from firekd.metrics.slices import SLICE_METRICS
 from firekd.recipes.compare import (
     Comparison,
     Run,
@@ -79,6 +81,8 @@ def build_blocks(output: Path, cmp: Comparison, folder: Path, files: dict[str, P
     blocks += _data_section(cmp.runs)
     blocks += _config_section(cmp.runs)
     blocks += _results_section(cmp, rel(files["bars"]), rel(files["table"]))
+    if "slices" in files:
+        blocks += _slices_section(cmp, rel(files["slices"]))
     blocks += _tests_section(cmp, rel(files["tests"]), rel(files["mcnemar"]))
     for run in cmp.runs:
         blocks += _run_section(output, run, rel)
@@ -283,6 +287,41 @@ def _results_section(cmp: Comparison, bars: str, table_csv: str) -> list:
         doc.Table(display_table(cmp.summary)),
         doc.Figure(bars, "F1 on test per run and model: mean over seeds with 95% CI error bars"),
     ]
+
+
+def _slices_section(cmp: Comparison, slices_csv: str) -> list:
+    """Recall, precision and F1 per label on each value of every --slice_col column."""
+    frame = cmp.slices
+    cell = lambda r, m: _mean_ci(r.get(f"{m}_mean"), r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high"))  # noqa: E731
+    metrics = [f"{name}_{label}" for label in LABELS for name in SLICE_METRICS]
+    table = pd.DataFrame([{
+        "run": r["run"], "model": r["model"], "slice": f"{r['column']} = {r['value']}",
+        "test samples": _count(r.get("samples")), "seeds": _count(r.get("n")),
+        **{m.replace("_", " "): cell(r, m) for m in metrics}} for r in frame.to_dict("records")])
+    return [
+        doc.Heading("Slices"),
+        doc.Para("Per value of each slice column (`--slice_col`): recall, precision and F1 per label on "
+                 "the test samples of that value, mean over seeds [95% t-interval]; n/a where a slice has "
+                 "no positives (recall) or no predicted positives (precision). The paired tests per slice "
+                 "are in the tests table (metric `name[column=value]`). All rows: "
+                 f"[{slices_csv}]({slices_csv})."),
+        doc.Table(table),
+    ]
+
+
+def _mean_ci(mean, low, high) -> str:
+    if mean is None or pd.isna(mean):
+        return "n/a"
+    if low is None or pd.isna(low):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _count(value) -> str:
+    """A count as an integer (a mean over seeds to one decimal when it is not whole); n/a if none."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    return f"{int(round(value))}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def _tests_section(cmp: Comparison, tests_csv: str, mcnemar_csv: str) -> list:
