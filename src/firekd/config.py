@@ -142,6 +142,11 @@ class TeacherConfig:
                          help="maximum teacher epochs; 0 leaves the teacher as initialised (ImageNet "
                               "weights, or random with --no_pretrained): a teacher that knows nothing, the "
                               "negative control of distillation")
+    steps: int | None = option(None, flag="--steps_teacher", group="training", type=positive_int,
+                               metavar="N",
+                               help="teacher schedule in optimizer steps instead of epochs (few labelled "
+                                    "pairs make few steps per epoch): N steps, rounded up to whole "
+                                    "epochs; replaces --epochs_teacher")
     lr: float = option(1e-4, flag="--lr_teacher", group="training", type=positive_float,
                        help="teacher peak learning rate")
     patience: int = option(10, flag="--patience_teacher", group="training", type=positive_int,
@@ -163,6 +168,13 @@ class TeacherConfig:
                                      help="activation checkpointing of the teacher's trunk while it "
                                           "trains: on, off, or auto = on when the estimated training "
                                           "memory exceeds 75%% of the GPU's free memory (never on CPU)")
+
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """Maximum epochs: --epochs_teacher, or --steps_teacher rounded up to whole epochs."""
+        if self.steps is None:
+            return self.epochs
+        return -(-self.steps // max(1, steps_per_epoch))
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class DataBundle:
     csv_records: pd.DataFrame | None = field(default=None, repr=False)
     run_fingerprint: str | None = None  # a seed's bundle: the fingerprint of the invocation's data
     slices: pd.DataFrame | None = None  # the --slice_col columns by CSV line (row), as categories
+    seed: int | None = None  # the training seed whose own split this is (--resample_split)
     _seeds: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -81,14 +82,16 @@ class DataBundle:
     def for_seed(self, seed: int) -> DataBundle:
         """The data training seed ``seed`` uses: this bundle, or with --resample_split the seed's own
         split (split seed = ``seed``) and label draw, sharing this bundle's decoded samples."""
-        if not self.config.resample_split or self.csv_records is None:
+        if not self.config.resample_split or self.csv_records is None or self.seed == seed:
             return self
+        if self.seed is not None:
+            raise ValueError(f"the data of seed {self.seed} asked for seed {seed}'s")
         if seed not in self._seeds:
             records, decision = assign_split(self.csv_records, self.config, seed)
             unl = self.records.iloc[len(self.csv_records):]
             records = pd.concat([records, _held_out_groups(unl, records)], ignore_index=True)
             self._seeds[seed] = replace(self, records=records, split_decision=decision,
-                                        run_fingerprint=self.fingerprint, _seeds={})
+                                        run_fingerprint=self.fingerprint, seed=seed, _seeds={})
         return self._seeds[seed]
 
     @property

@@ -18,9 +18,10 @@ import torch
 
 from firekd.config import RunConfig
 from firekd.engine import distributed
-from firekd.io import Writer
+from firekd.io import Writer, read_json
 from firekd.kd.variants import CONTROL, uses_teacher
 from firekd.keys import run_settings, seed_key, stable_hash
+from firekd.recipes.checks import check_teacher
 from firekd.recipes.compress import compress_students
 from firekd.recipes.context import ModelResult, SeedRun, seed_run
 from firekd.recipes.data import DataBundle
@@ -28,7 +29,7 @@ from firekd.recipes.efficiency import add_efficiency, teacher_efficiency
 from firekd.recipes.outputs import link_teacher, publish, write_seed_outputs
 from firekd.recipes.student import StudentResult, train_students
 from firekd.recipes.teacher import TeacherResult, obtain_teacher
-from firekd.rundir import RunDir, SeedDirs, control_store
+from firekd.rundir import STUDENT_LOG, RunDir, SeedDirs, control_store
 
 log = logging.getLogger(__name__)
 CONTROL_TITLE = "bce control (the student alone, no teacher)"
@@ -111,7 +112,12 @@ def _train_group(run: SeedRun, teacher_name: str | None, variants: tuple[str, ..
         folders[CONTROL] = control_dirs(cfg, run.data, run.seed)[0]
     for dirs in folders.values():
         dirs.create(run.writer)
+    control_log = _control_log(run)
+    if teacher is not None and control_log is not None:  # before the students: the control is known
+        check_teacher(teacher_name, run.seed, teacher.train_log, control_log)
     students = train_students(run, folders, teacher)
+    if teacher is not None and control_log is None and CONTROL in students:  # trained alongside
+        check_teacher(teacher_name, run.seed, teacher.train_log, students[CONTROL].train_log)
     compressed = compress_students(run, students, teacher) if cfg.compress.compress else {}
     for variant, student in students.items():
         _finish_seed(run, teacher_name, variant, teacher if uses_teacher(variant) else None, student,
@@ -119,6 +125,13 @@ def _train_group(run: SeedRun, teacher_name: str | None, variants: tuple[str, ..
     log.info("seed %d: %s done in %.0fs (student f1_macro %s)", run.seed, ", ".join(variants),
              time.perf_counter() - t0,
              ", ".join(f"{v} {s.evaluation.metrics['f1_macro']:.4f}" for v, s in students.items()))
+
+
+def _control_log(run: SeedRun) -> dict | None:
+    """The training log of this seed's finished control (None when it is not trained yet)."""
+    dirs, key = control_dirs(run.cfg, run.data, run.seed)
+    path = dirs.metrics / STUDENT_LOG
+    return read_json(path) if dirs.done(key) and path.exists() else None
 
 
 def _finish_seed(run: SeedRun, teacher_name: str | None, variant: str, teacher: TeacherResult | None,

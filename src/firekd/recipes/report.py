@@ -20,6 +20,7 @@ from firekd.errors import FirekdError
 from firekd.io import read_json, save_figure, write_text
 from firekd.kd.variants import CONTROL
 from firekd.metrics.slices import SLICE_METRICS
+from firekd.recipes.checks import ADVICE, val_f1, weak_teacher
 from firekd.recipes.compare import (
     Comparison,
     Run,
@@ -32,7 +33,7 @@ from firekd.recipes.data import split_summary
 from firekd.reporting import document as doc
 from firekd.reporting import plots
 from firekd.reporting.tables import best_against_control, display_table, shared_teacher_rows
-from firekd.rundir import DATA_SUMMARY, SPLIT, RunDir
+from firekd.rundir import DATA_SUMMARY, SPLIT, STUDENT_LOG, TEACHER_LOG, RunDir
 
 log = logging.getLogger(__name__)
 # (file, caption) in reading order; a figure that a run lacks (no teacher in `bce`) is skipped
@@ -106,6 +107,42 @@ def distillation_answer(cmp: Comparison) -> list[str]:
     return [_answer(row) for row in best_against_control(cmp.summary, cmp.tests).itertuples()]
 
 
+def teacher_check_lines(cmp: Comparison) -> list[str]:
+    """Per teacher: in how many seeds its validation F1 macro is not above the control's."""
+    lines = []
+    controls = {r.teacher: r for r in cmp.runs if r.variant == CONTROL}
+    for teacher in dict.fromkeys(r.teacher for r in cmp.runs if r.variant != CONTROL):
+        control = controls.get(teacher)
+        kd = next(r for r in cmp.runs if r.teacher == teacher and r.variant != CONTROL)
+        if control is None:
+            lines.append(f"{teacher}: no `{CONTROL}` control run, so the teacher's validation F1 has "
+                         "nothing to be compared with.")
+            continue
+        pairs = {}
+        for seed in kd.results.get("seeds", []):
+            t = val_f1(_read(kd.folder / f"seed_{seed}" / TEACHER_LOG))
+            c = val_f1(_read(control.folder / f"seed_{seed}" / STUDENT_LOG))
+            if t is not None and c is not None:
+                pairs[seed] = (t, c)
+        if not pairs:
+            lines.append(f"{teacher}: no seed records both validation F1s (an untrained teacher has none).")
+            continue
+        weak = [s for s, (t, c) in pairs.items() if weak_teacher(t, c)]
+        numbers = "; ".join(f"seed {s}: {t:.4f} vs {c:.4f}" for s, (t, c) in pairs.items())
+        if weak:
+            lines.append(f"{teacher}: **the teacher is not better than the `{CONTROL}` control on validation "
+                         f"in {len(weak)} of {len(pairs)} seed(s)** ({numbers}); distilling from it is "
+                         f"unlikely to beat the control: {ADVICE}.")
+        else:
+            lines.append(f"{teacher}: the teacher is better than the `{CONTROL}` control on validation in "
+                         f"every seed ({numbers}).")
+    return lines
+
+
+def _read(path: Path) -> dict | None:
+    return read_json(path) if path.exists() else None
+
+
 def _answer_section(cmp: Comparison, figure: str | None) -> list:
     best = best_against_control(cmp.summary, cmp.tests)
     blocks: list = [
@@ -120,6 +157,11 @@ def _answer_section(cmp: Comparison, figure: str | None) -> list:
                     if all(_settings(r).get("lockstep") == "on" for r in cmp.runs) else "")),
         doc.Bullets(distillation_answer(cmp)),
     ]
+    checks = teacher_check_lines(cmp)
+    if checks:
+        blocks += [doc.Para("Is each teacher worth distilling from? Its best validation F1 macro against "
+                            f"the `{CONTROL}` control's, per seed (the same validation set):"),
+                   doc.Bullets(checks)]
     if not best.empty:
         blocks.append(doc.Table(_answer_table(best), "best KD student against the control, per teacher"))
     if figure is None:
