@@ -9,7 +9,7 @@ every artifact records the settings that made it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 
 from firekd.compress import PRUNE_METHODS
 from firekd.data.csv import ColumnNames
@@ -152,9 +152,11 @@ class TeacherConfig:
     patience: int = option(10, flag="--patience_teacher", group="training", type=positive_int,
                            help="teacher early-stopping patience in epochs on validation macro-F1")
     modalities: str = option("rgb+ir", flag="--teacher_modalities", group="models",
-                             choices=("rgb+ir", "rgb"),
-                             help="teacher input: rgb+ir, or rgb for an RGB-only teacher; rgb also "
-                                  "accepts a CSV without IR")
+                             choices=("rgb+ir", "rgb"), nargs="+",
+                             help="teacher input: rgb+ir, or rgb for an RGB-only teacher (rgb also "
+                                  "accepts a CSV without IR); both (rgb+ir rgb): each teacher is "
+                                  "trained once per seed with each input, in one study whose students "
+                                  "pair by seed, the RGB-only runs named {teacher}-rgb_{variant}")
     pretrained: bool = option(True, group="models", switch=((), ("--no_pretrained",)),
                               help="initialise teachers randomly instead of from ImageNet weights")
     weights: str | None = option(None, flag="--teacher_weights", group="models", content=True,
@@ -330,6 +332,19 @@ class RunConfig:
     teachers: tuple[str, ...] = ("resnet152",)
     variants: tuple[str, ...] = ("kl_bce",)
     seeds: tuple[int, ...] = (42, 123, 456, 789, 1024)
+    # the teacher inputs of the study (--teacher_modalities); () = the teacher stage's one
+    modalities: tuple[str, ...] = ()
+
+    def per_modality(self) -> list[RunConfig]:
+        """The study as one grid per teacher input: with several inputs, each grid's teacher stage
+        has one input and its teachers go by their labels (`firekd.models.teacher_label`)."""
+        if len(self.modalities) <= 1:
+            return [self]
+        from firekd.models.registry import teacher_label
+
+        return [replace(self, teacher=replace(self.teacher, modalities=m), modalities=(m,),
+                        teachers=tuple(teacher_label(t, m) for t in self.teachers))
+                for m in self.modalities]
 
     def to_dict(self) -> dict:
         return asdict(self)

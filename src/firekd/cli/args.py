@@ -158,4 +158,7 @@ def add_latency_args(g, *, threads_help: str) -> None:
 
 
 def add_teacher_modalities_arg(g) -> None:
-    add_field(g, field_of(TeacherConfig, "modalities"))
+    """One teacher input (the data commands: which files the data needs)."""
+    field = field_of(TeacherConfig, "modalities")
+    add_field(g, field, nargs=None, help="teacher input: rgb+ir, or rgb for an RGB-only teacher (rgb "
+                                          "also accepts a CSV without IR)")

@@ -98,13 +98,18 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from firekd.recipes.compare import compare
-    from firekd.recipes.report import distillation_answer, teacher_check_lines, write_report
+    from firekd.recipes.report import distillation_answer, ir_lines, teacher_check_lines, write_report
 
     cmp = compare(args.output, args.teacher)
     files = write_report(args.output, args.teacher, embed=args.embed, out_dir=args.out, comparison=cmp)
     print("What distillation buys (student test F1 macro, paired by seed):")
     for line in distillation_answer(cmp):
         print(f"- {line}")
+    ir = ir_lines(cmp)
+    if ir:
+        print("What IR adds (KD from the RGB+IR teacher minus KD from the RGB-only teacher, paired by seed):")
+        for line in ir:
+            print(f"- {line}")
     for line in teacher_check_lines(cmp):
         print(f"- {line.replace('**', '')}")
     print(f"report: {files['markdown']} and {files['html']}")

@@ -13,7 +13,10 @@ from firekd.models.registry import (
     register_student,
     register_teacher,
     resolve_teacher_name,
+    teacher_arch,
+    teacher_label,
 )
 
 __all__ = ["create_student", "create_teacher", "list_students", "list_teachers",
-           "register_student", "register_teacher", "resolve_teacher_name"]
+           "register_student", "register_teacher", "resolve_teacher_name", "teacher_arch",
+           "teacher_label"]

@@ -39,9 +39,17 @@ log = logging.getLogger(__name__)
 
 
 def run_ablation(cfg: RunConfig) -> dict[str, dict]:
-    """Run the grid; {run name: aggregates}."""
+    """Run the grid (one per teacher input with --teacher_modalities rgb+ir rgb: the same data,
+    seeds and controls, so the students of the two teachers pair by seed); {run name: aggregates}."""
     writer = Writer(enabled=distributed.info().is_main)
     data = prepare(cfg, writer)
+    results: dict[str, dict] = {}
+    for grid in cfg.per_modality():
+        results.update(_run_grid(grid, data, writer))
+    return results
+
+
+def _run_grid(cfg: RunConfig, data: DataBundle, writer: Writer) -> dict[str, dict]:
     if cfg.execution.teacher_only:
         _execute(cfg, data, plan(cfg, data, {}), writer)
         return {}

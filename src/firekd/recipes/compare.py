@@ -29,6 +29,7 @@ class Run:
     variant: str
     folder: Path  # output/metrics/{name}
     results: dict  # aggregated_results.json
+    modality: str | None = None  # the teacher's input (rgb+ir or rgb) as config.json records it
 
     def seed_values(self, model: str, metric: str) -> dict[int, float | None]:
         summary = self.results.get(model, {}).get(metric)
@@ -80,7 +81,9 @@ def _load_run(folder: Path) -> Run:
     run = RunDir.open(folder)
     agg_path = folder / AGGREGATED
     results = read_json(agg_path) if agg_path.exists() else run.aggregate()  # an interrupted run
-    return Run(run.name, run.teacher, run.variant, folder, results)
+    modality = run.config().get("flags", {}).get("teacher_modalities")
+    return Run(run.name, run.teacher, run.variant, folder, results,
+               modality if isinstance(modality, str) else None)
 
 
 def compare(output: str | Path, teacher: str | None = None, metrics=F1_METRICS) -> Comparison:
@@ -91,8 +94,42 @@ def compare(output: str | Path, teacher: str | None = None, metrics=F1_METRICS) 
     summary["teacher"] = summary["run"].map({r.name: r.teacher for r in runs})
     summary["variant"] = summary["run"].map({r.name: r.variant for r in runs})
     sliced = slice_metric_names(runs)
-    return Comparison(runs, summary, seed_tests(runs, (*metrics, *sliced)), mcnemar_tests(runs),
-                      slice_frame(runs, sliced))
+    tests = seed_tests(runs, (*metrics, *sliced))
+    ir = ir_tests(runs, (*metrics, *sliced))
+    tests = pd.concat([tests, ir], ignore_index=True) if not ir.empty else tests
+    return Comparison(runs, summary, tests, mcnemar_tests(runs), slice_frame(runs, sliced))
+
+
+IR_KIND = "what IR adds"
+
+
+def ir_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(KD from the RGB+IR teacher, KD from the RGB-only teacher) of one architecture and variant:
+    the runs of a study with --teacher_modalities rgb+ir rgb."""
+    from firekd.models import teacher_arch
+
+    by_key: dict[tuple[str, str], dict[str, Run]] = {}
+    for run in runs:
+        if run.variant != CONTROL and run.modality in ("rgb+ir", "rgb"):
+            by_key.setdefault((teacher_arch(run.teacher), run.variant), {})[run.modality] = run
+    return [(pair["rgb+ir"], pair["rgb"]) for pair in by_key.values() if len(pair) == 2]
+
+
+def ir_tests(runs: list[Run], metrics=F1_METRICS) -> pd.DataFrame:
+    """Students distilled from the RGB+IR teacher against those from the RGB-only teacher, paired by
+    seed, per variant, model and metric (slices included); Holm over the variants of one
+    (architecture, model, metric)."""
+    from firekd.models import teacher_arch
+
+    rows = []
+    for a, b in ir_pairs(runs):
+        models = [m for m in model_order(a.results) if m != "teacher" and isinstance(b.results.get(m), dict)]
+        for model, metric in itertools.product(models, metrics):
+            row = _test_row(a, b, model, metric)
+            row.update(teacher=teacher_arch(a.teacher), a=f"{a.variant} from RGB+IR",
+                       b=f"{b.variant} from RGB", kind=IR_KIND, variant=a.variant)
+            rows.append(row)
+    return _with_holm(pd.DataFrame(rows))
 
 
 def slice_metric_names(runs: list[Run]) -> list[str]:
@@ -137,7 +174,8 @@ def slice_frame(runs: list[Run], names: list[str]) -> pd.DataFrame:
 def seed_tests(runs: list[Run], metrics=F1_METRICS) -> pd.DataFrame:
     """Paired (by seed) t-test and Wilcoxon for every pair of variants of a teacher, for every
     model both runs have except the (shared) teacher; each KD variant against the `bce` control
-    first. Holm-adjusted p-values within each (teacher, model, metric) family."""
+    first. Holm-adjusted p-values within each (teacher, model, metric) family: with the control
+    and k KD variants, k tests against the control plus k(k-1)/2 between variants (6 for 3)."""
     rows = []
     for teacher in dict.fromkeys(r.teacher for r in runs):
         mine = sorted((r for r in runs if r.teacher == teacher), key=lambda r: variant_rank(r.variant))
@@ -146,7 +184,11 @@ def seed_tests(runs: list[Run], metrics=F1_METRICS) -> pd.DataFrame:
                       if m != "teacher" and isinstance(b.results.get(m), dict)]
             for model, metric in itertools.product(models, metrics):
                 rows.append(_test_row(a, b, model, metric))
-    frame = pd.DataFrame(rows)
+    return _with_holm(pd.DataFrame(rows))
+
+
+def _with_holm(frame: pd.DataFrame) -> pd.DataFrame:
+    """Holm-adjusted p-values within each (teacher, model, metric) family of ``frame``'s tests."""
     if frame.empty:
         return frame
     for column in ("p_ttest", "p_wilcoxon"):

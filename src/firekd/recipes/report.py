@@ -19,9 +19,10 @@ from firekd.data.splits import SplitDecision
 from firekd.errors import FirekdError
 from firekd.io import read_json, save_figure, write_text
 from firekd.kd.variants import CONTROL
-from firekd.metrics.slices import SLICE_METRICS
+from firekd.metrics.slices import SLICE_METRICS, parse_slice_key
 from firekd.recipes.checks import ADVICE, val_f1, weak_teacher
 from firekd.recipes.compare import (
+    IR_KIND,
     Comparison,
     Run,
     compare,
@@ -107,6 +108,42 @@ def distillation_answer(cmp: Comparison) -> list[str]:
     return [_answer(row) for row in best_against_control(cmp.summary, cmp.tests).itertuples()]
 
 
+def ir_lines(cmp: Comparison, model: str = "student") -> list[str]:
+    """One line per (architecture, KD variant) of a study with RGB+IR and RGB-only teachers."""
+    tests = cmp.tests
+    if tests.empty or "kind" not in tests:
+        return []
+    ir = tests[(tests["kind"] == IR_KIND) & (tests["model"] == model)]
+    lines = []
+    for (teacher, variant), rows in ir.groupby(["teacher", "variant"], sort=False):
+        overall = rows[rows["metric"] == "f1_macro"]
+        text = f"{teacher}, `{variant}`: F1 macro " + (_diff_p(overall.iloc[0]) if len(overall) else "n/a")
+        parts = []
+        for row in rows.to_dict("records"):
+            key = parse_slice_key(row["metric"])
+            if key and key[0].startswith("recall_"):
+                parts.append(f"{key[0].replace('_', ' ')} [{key[1]} = {key[2]}] {_diff_p(row)}")
+        if parts:
+            text += "; per slice: " + "; ".join(parts)
+        lines.append(text + ".")
+    return lines
+
+
+def _diff_p(row) -> str:
+    """``+0.0123 [95% CI -0.01, +0.03], p 0.04 (Holm 0.08), 5 seeds`` from a tests row."""
+    get = row.get if isinstance(row, dict) else row.__getitem__  # a dict or a frame row
+    diff = get("mean_diff")
+    if diff is None or pd.isna(diff):
+        return "n/a (no seed with both)"
+    text = f"{diff:+.4f}"
+    low, high = get("diff_ci_low"), get("diff_ci_high")
+    if low is not None and not pd.isna(low):
+        text += f" [95% CI {low:+.4f}, {high:+.4f}]"
+    p, holm = get("p_ttest"), get("p_ttest_holm")
+    text += ", p n/a" if p is None or pd.isna(p) else f", p {p:.3g} (Holm {holm:.3g})"
+    return text + f", {int(get('n'))} seed(s)"
+
+
 def teacher_check_lines(cmp: Comparison) -> list[str]:
     """Per teacher: in how many seeds its validation F1 macro is not above the control's."""
     lines = []
@@ -157,6 +194,14 @@ def _answer_section(cmp: Comparison, figure: str | None) -> list:
                     if all(_settings(r).get("lockstep") == "on" for r in cmp.runs) else "")),
         doc.Bullets(distillation_answer(cmp)),
     ]
+    ir = ir_lines(cmp)
+    if ir:
+        blocks += [doc.Para("What IR adds: per architecture and KD variant, the student distilled from the "
+                            "RGB+IR teacher minus the student distilled from the RGB-only teacher, paired by "
+                            "seed (mean difference [95% t-interval], paired t-test p with Holm over the KD "
+                            "variants in brackets); per slice the recall per label (all slice metrics are "
+                            "in the tests table):"),
+                   doc.Bullets(ir)]
     checks = teacher_check_lines(cmp)
     if checks:
         blocks += [doc.Para("Is each teacher worth distilling from? Its best validation F1 macro against "
