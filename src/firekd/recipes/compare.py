@@ -93,11 +93,25 @@ def compare(output: str | Path, teacher: str | None = None, metrics=F1_METRICS) 
         raise FirekdError(f"{output}: the runs' final_evaluation.json files hold no model results")
     summary["teacher"] = summary["run"].map({r.name: r.teacher for r in runs})
     summary["variant"] = summary["run"].map({r.name: r.variant for r in runs})
+    summary["latency_runtime"] = [_runtime_of(runs, run, model) for run, model in
+                                  zip(summary["run"], summary["model"], strict=True)]
     sliced = slice_metric_names(runs)
     tests = seed_tests(runs, (*metrics, *sliced))
     ir = ir_tests(runs, (*metrics, *sliced))
     tests = pd.concat([tests, ir], ignore_index=True) if not ir.empty else tests
     return Comparison(runs, summary, tests, mcnemar_tests(runs), slice_frame(runs, sliced))
+
+
+def _runtime_of(runs: list[Run], name: str, model: str) -> str | None:
+    """How a model's latency was measured (``eager``, ``inductor``...; a string, so not in the
+    aggregates): from the run's first seed; None when not recorded."""
+    run = next(r for r in runs if r.name == name)
+    folder = RunDir.open(run.folder)
+    seeds = folder.matching_seeds()[0]
+    if not seeds:
+        return None
+    value = folder.final_evaluation(seeds[0]).get(model, {}).get("latency_runtime")
+    return value if isinstance(value, str) else None
 
 
 IR_KIND = "what IR adds"

@@ -115,7 +115,7 @@ class DataBundle:
         """Counts per split (rows) and label combination (columns); unlabelled pairs in a row of
         their own (their label columns empty)."""
         labelled = self.labelled
-        table = split_summary(labelled["fire"], labelled["smoke"], labelled["split_assigned"])
+        table = split_summary(labelled["fire"], labelled["smoke"], labelled["split_assigned"]).astype("Int64")
         if self.unlabeled_count:
             table.loc[UNLABELED] = [pd.NA] * (len(table.columns) - 1) + [self.unlabeled_count]
         return table
@@ -136,18 +136,21 @@ class DataBundle:
         return rows[["row", "rgb_path", "split_assigned"]].rename(columns={"split_assigned": "split"})
 
     def resampled(self) -> str | None:
-        """What varies between the seeds' data, in words (None: every seed shares one split)."""
-        parts = []
-        if self.config.resample_split:
-            parts.append("each seed draws its own train/val/test split (split seed = training seed)")
+        """How the seeds' labels and split are drawn, in words (None: one split from the split
+        seed, every labelled train row labelled: nothing to say beyond the split decision)."""
         cfg = self.config
-        if cfg.n_labelled is not None or cfg.label_fraction is not None:
-            how = (f"{cfg.n_labelled}" if cfg.n_labelled is not None
-                   else f"a fraction {cfg.label_fraction:g}")
+        subset = cfg.n_labelled is not None or cfg.label_fraction is not None
+        if not (cfg.resample_split or subset):
+            return None
+        parts = ["each seed draws its own train/val/test split (split seed = training seed); its "
+                 "teacher, control and students share it" if cfg.resample_split
+                 else f"every seed shares one split (split seed {cfg.split_seed})"]
+        if subset:
+            how = f"{cfg.n_labelled}" if cfg.n_labelled is not None else f"a fraction {cfg.label_fraction:g}"
             seeded = "the training seed" if cfg.resample_split else f"split seed {cfg.split_seed}"
             parts.append(f"{how} of the train split's rows kept labelled (stratified draw seeded by "
                          f"{seeded}), the rest moved to the unlabelled pool")
-        return "; ".join(parts) or None
+        return "; ".join(parts)
 
 
 def split_summary(fire, smoke, split) -> pd.DataFrame:

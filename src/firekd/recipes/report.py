@@ -48,10 +48,22 @@ SEED_FIGURES = (
     ("umap_teacher.png", "UMAP of the teacher's test embeddings"),
     ("umap_student.png", "UMAP of the student's test embeddings"),
 )
-SHOWN_SETTINGS = ("csv", "img_size", "split", "split_ratios", "split_seed",
-                  "student", "teacher_modalities", "pretrained", "epochs_teacher", "epochs_student",
-                  "batch_size", "lr_teacher", "lr_student", "weight_decay", "kd_temperature",
-                  "patience_teacher", "patience_student", "loss_weights", "pos_weight", "amp")
+
+
+def result_settings() -> tuple[str, ...]:
+    """Every setting that changes a result (the KEY fields that have a flag, see `firekd.config`),
+    by flag name, data settings first: the configuration table cannot omit one."""
+    from dataclasses import fields
+
+    from firekd.config import STAGES, DataConfig, flag_name
+    from firekd.options import KEY, kind_of
+
+    stages = (DataConfig, *(cls for name, cls in STAGES.items() if name != "execution"))
+    return tuple(flag_name(f) for cls in stages for f in fields(cls)
+                 if kind_of(f) == KEY and f.metadata.get("cli", True))
+
+
+SHOWN_SETTINGS = result_settings()
 
 
 def write_report(output: str | Path, teacher: str | None = None, *, embed: bool = False,
@@ -114,6 +126,8 @@ def ir_lines(cmp: Comparison, model: str = "student") -> list[str]:
     if tests.empty or "kind" not in tests:
         return []
     ir = tests[(tests["kind"] == IR_KIND) & (tests["model"] == model)]
+    if ir.empty:
+        return []
     lines = []
     for (teacher, variant), rows in ir.groupby(["teacher", "variant"], sort=False):
         overall = rows[rows["metric"] == "f1_macro"]
@@ -277,9 +291,34 @@ def _data_section(runs: list[Run]) -> list:
             blocks.append(doc.Para(f"No data summary for {', '.join(names)}: neither data_summary.csv "
                                    "nor the training CSV could be read."))
         else:
-            blocks.append(doc.Table(frames[key], caption))
+            blocks.append(doc.Table(counts_display(frames[key]), caption))
     blocks += _split_sentences(runs)
+    blocks += _resampled_sentences(runs)
     return blocks
+
+
+def counts_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts as integers and "n/a" where a count does not apply (the label columns of the
+    unlabelled pairs), not ``15.0`` and ``nan`` as a CSV read back gives them."""
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = [_count(v) for v in out[column]]
+    return out
+
+
+def _resampled_sentences(runs: list[Run]) -> list:
+    """How the seeds' split and labels were drawn (--resample_split, --n_labelled/--label_fraction)."""
+    by_text: dict[str, list[str]] = {}
+    for run in runs:
+        text = _config(run).get("resampled")
+        if text:
+            by_text.setdefault(text, []).append(run.name)
+    if not by_text:
+        return []
+    if len(by_text) == 1:
+        return [doc.Para(f"Split and labels per seed: {next(iter(by_text))}.")]
+    return [doc.Para(f"Split and labels per seed: {t} (runs: {', '.join(n)}).") for t, n in by_text.items()]
 
 
 def _split_sentences(runs: list[Run]) -> list:
@@ -341,12 +380,21 @@ def _flat(d: dict, prefix: str = "") -> dict[str, str]:
         if isinstance(v, dict) and k != "loss_weights":
             out.update(_flat(v, f"{prefix}{k}."))
         else:
-            out[f"{prefix}{k}"] = v if isinstance(v, str) else json.dumps(v)
+            out[f"{prefix}{k}"] = v if isinstance(v, str) else "none" if v is None else json.dumps(v)
     return out
 
 
+def _shown(flags: dict) -> dict:
+    """A run's settings as the table shows them: a teacher started from --teacher_weights is not
+    'pretrained: false'."""
+    flags = dict(flags)
+    if flags.get("teacher_weights") and "pretrained" in flags:
+        flags["pretrained"] = f"from --teacher_weights ({Path(flags['teacher_weights']).name})"
+    return flags
+
+
 def _config_section(runs: list[Run]) -> list:
-    settings = {r.name: _flat(_settings(r)) for r in runs}
+    settings = {r.name: _flat(_shown(_settings(r))) for r in runs}
     keys = [k for k in SHOWN_SETTINGS if any(k in s for s in settings.values())]
     # a setting a run does not record (the bce control has no teacher settings) is not a difference
     shared = [k for k in keys if len({s[k] for s in settings.values() if k in s}) == 1]

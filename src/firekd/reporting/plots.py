@@ -188,7 +188,8 @@ def f1_latency(table, title: str, metric: str = "f1_macro"):
         ax.set(xlabel="CPU latency, batch 1 (ms, median)", title=teacher)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel(f"{metric.replace('f1_', 'F1 ')} (test)")
-    handles = [plt.Line2D([], [], ls="", marker=MODEL_MARKERS.get(m, "D"), color="grey", ms=8, label=m)
+    handles = [plt.Line2D([], [], ls="", marker=MODEL_MARKERS.get(m, "D"), color="grey", ms=8,
+                          label=m + (" (int8, uncompiled)" if m in uncompiled_int8(rows) else ""))
                for m in dict.fromkeys(rows["model"])]
     handles += [plt.Line2D([], [], ls="", marker="o", color=c, ms=8, label=v) for v, c in colours.items()]
     fig.legend(handles=handles, title="model / loss variant", loc="upper left", bbox_to_anchor=(1.0, 0.9))
@@ -197,9 +198,21 @@ def f1_latency(table, title: str, metric: str = "f1_macro"):
     return fig
 
 
+def uncompiled_int8(rows) -> set[str]:
+    """The int8 models whose latency was measured uncompiled (eager PT2E int8 runs slower than fp32,
+    --no_quant_compile): the figure says so rather than let int8 look slow."""
+    if "latency_runtime" not in rows:
+        return set()
+    int8 = rows["model"].str.contains("quantized") & (rows["latency_runtime"] == "eager")
+    return set(rows.loc[int8, "model"])
+
+
 def _latency_point(ax, row, metric: str, colour: str) -> None:
     mean = getattr(row, f"{metric}_mean")
     low, high = getattr(row, f"{metric}_ci_low"), getattr(row, f"{metric}_ci_high")
     yerr = [[mean - low], [high - mean]] if np.isfinite(low) and np.isfinite(high) else None
     ax.errorbar(row.latency_ms_b1, mean, yerr=yerr, fmt=MODEL_MARKERS.get(row.model, "D"), color=colour,
                 ms=12 if row.model == "teacher" else 8, capsize=3, markeredgecolor="black", lw=1)
+    if "quantized" in row.model and getattr(row, "latency_runtime", None) == "eager":
+        ax.annotate("int8 uncompiled", (row.latency_ms_b1, mean), textcoords="offset points", xytext=(6, -12),
+                    fontsize=8, color=colour)
