@@ -10,7 +10,7 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli, snapshot
 
-from firekd.rundir import FileLock
+from firekd.locks import FileLock
 
 TRAIN = ["train", "--teacher", "resnet18", "--variant", "kl_bce", "--seeds", "1", "--epochs_teacher", "1",
          "--epochs_student", "1", "--no_pretrained", "--img_size", "32", "--num_workers", "0", "--no_compress",

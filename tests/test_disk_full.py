@@ -21,9 +21,9 @@ import torch
 from cli_helpers import assert_one_line_error, run_cli
 
 import firekd.diskspace
-from firekd.checkpoints import load_payload, save_payload
+from firekd.checkpoints import load_payload
 from firekd.diskspace import OutOfSpaceError, human_bytes
-from firekd.io import read_json, save_figure, write_csv, write_json
+from firekd.io import read_json, save_figure, save_payload, write_csv, write_json
 
 TORCH_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 4096 vs 3968"
 TRAIN = ["train", "--teacher", "resnet18", "--variant", "kl_bce", "--seeds", "1", "--no_pretrained",

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from firekd.data.dataset import PairedDataset, make_loader
-from firekd.data.transforms import IR_MEAN, IR_STD, RGB_MEAN, RGB_STD, PairedTransform
+from firekd.data.transforms import PairedTransform
 from firekd.engine.loop import FitConfig, fit
 from firekd.engine.runtime import Runtime
 from firekd.kd.distiller import Distiller
 from firekd.models import create_student, create_teacher
+from firekd.normalization import IR_MEAN, IR_STD, RGB_MEAN, RGB_STD
 
 SIZE = 32
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from firekd.checkpoints import load_model, save_model, save_payload
+from firekd.checkpoints import load_model, save_model
 from firekd.diskspace import OutOfSpaceError
-from firekd.io import read_json, save_figure, write_csv, write_json
+from firekd.io import read_json, save_figure, save_payload, write_csv, write_json
 from firekd.models import create_student
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from firekd.rundir import FileLock, RunLockedError, exclusive, waiting
+from firekd.locks import FileLock, RunLockedError, exclusive, waiting
 
 HOLD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from firekd.rundir import FileLock
+    from firekd.locks import FileLock
     lock = FileLock(Path(sys.argv[1]))
     assert lock.acquire(blocking=False)
     print("held", flush=True)
@@ -69,7 +69,7 @@ def test_rundir_imports_and_locks_without_fcntl(tmp_path: Path):
         sys.modules["fcntl"] = None  # as on native Windows: `import fcntl` raises ImportError
         warnings.simplefilter("ignore")
         from pathlib import Path
-        from firekd.rundir import FileLock
+        from firekd.locks import FileLock
         lock = FileLock(Path({str(tmp_path / '.lock')!r}))
         assert lock.acquire(blocking=False)
         lock.release()

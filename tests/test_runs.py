@@ -70,6 +70,18 @@ def test_the_control_is_trained_once_per_seed_and_shown_under_every_teacher(two_
         assert agg["seeds"] == [1, 2]
 
 
+def test_each_run_log_holds_the_lines_of_its_own_run(two_teachers):
+    out, _ = two_teachers
+    logs = {name: (out / "metrics" / name / "run.log").read_text()
+            for name in ("resnet18_kl_bce", "resnet50_kl_bce", "resnet18_bce", "resnet50_bce")}
+    assert "[teacher resnet18 (seed 1)] epoch 1/1" in logs["resnet18_kl_bce"]
+    assert "[teacher resnet18" not in logs["resnet50_kl_bce"]
+    assert "[teacher resnet50" not in logs["resnet18_kl_bce"]
+    assert "[teacher" not in logs["resnet18_bce"] + logs["resnet50_bce"]
+    for name in ("resnet18_bce", "resnet50_bce"):  # the control, trained once, logged under every teacher
+        assert "[student bce (seed 1)] epoch 1/1" in logs[name]
+
+
 def test_teacher_efficiency_is_measured_once_per_architecture(two_teachers):
     out, log = two_teachers
     for teacher in ("resnet18", "resnet50"):

@@ -287,10 +287,11 @@ def test_firekd_synth_gets_the_stratified_random_split(synth_small: Path):
 def test_the_real_rgb_collection_gets_the_random_split_and_its_copies_are_joined():
     from conftest import shared_data
 
-    from firekd.data.checks import same_image_ids
+    from firekd.data.checks import same_image_ids, with_digests
     from firekd.data.csv import read_records
 
     records = read_records(shared_data("fire-smoke-rgb", "data.csv"), require_ir=False)
+    records = with_digests(records, manifest=None)
     records["same_image"] = same_image_ids(records)
     split, decision = split_records(records, seed=0)
     assert decision.method == "random"

@@ -8,16 +8,14 @@ narrower layers as plain sizes (see ``firekd.compress.structure``).
 
 from __future__ import annotations
 
-import gc
 import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from firekd.diskspace import OutOfSpaceError, is_torch_write_failure, lacks_space, out_of_space
 from firekd.errors import ModelError, first_line
-from firekd.io import atomic_path
+from firekd.io import save_payload
 
 FORMAT = "firekd-model/1"
 
@@ -30,43 +28,6 @@ def save_model(path: str | Path, model: nn.Module, *, kind: str, meta: dict | No
     if structure:
         payload["structure"] = structure
     save_payload(path, payload)
-
-
-def save_payload(path: str | Path, payload: dict) -> None:
-    """Write atomically; a full disk or quota ends in one line naming the size (the previous file
-    intact, no temporary file left)."""
-    needed = payload_bytes(payload) or None  # no tensors: too small to say
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-        return
-    except OutOfSpaceError as exc:
-        quota, detail = exc.quota, None
-    except RuntimeError as exc:  # torch's writer does not pass the errno on: look at the disk below
-        if not is_torch_write_failure(exc):
-            raise
-        quota, detail = False, first_line(exc)
-    gc.collect()  # the failed writer, held by the exception's frames, kept the removed temp file open
-    if detail is None or lacks_space(Path(path).parent, needed):
-        raise out_of_space(path, needed, quota=quota) from None
-    raise ModelError(f"{path}: cannot write the checkpoint ({detail})")
-
-
-def payload_bytes(obj) -> int:
-    """Bytes of the tensor storages in ``obj`` (nested dicts/lists), each storage counted once:
-    about what torch.save writes."""
-    storages: dict[int, int] = {}
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, torch.Tensor):
-            storage = item.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return sum(storages.values())
 
 
 def load_payload(path: str | Path) -> dict:

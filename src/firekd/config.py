@@ -17,7 +17,9 @@ from firekd.data.splits import METHODS
 from firekd.errors import ConfigError
 from firekd.kd.variants import parse_loss_weights
 from firekd.options import (
+    DATA,
     EXEC,
+    FIGURE,
     gpu_list,
     image_size,
     non_negative_float,
@@ -33,36 +35,38 @@ from firekd.options import (
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The samples, how they are decoded and split. Its key is the data fingerprint (with the CSV's
-    content and the split actually drawn), see `firekd.keys.data_fingerprint`."""
+    """The samples, how they are decoded and split. Its key is the data fingerprint: the images'
+    content, the labels and the split actually drawn (`firekd.keys.data_fingerprint`), so only the
+    image size enters it as a setting; the rest (``DATA``) counts through what it selects."""
 
     csv: str = option(help="CSV with columns rgb_path,ir_path,fire,smoke (aliases accepted; optional "
                            "split and group columns are honoured, others ignored)",
-                      content=True, group="data", required=True)
-    base_path: str | None = option(None, group="data", help="folder that relative image paths start "
-                                   "from (default: the CSV's folder)")
-    columns: ColumnNames = field(default_factory=ColumnNames, metadata={"kind": "key", "cli": False})
-    skip_missing: bool = option(False, group="data", switch=(("--skip_missing",), ()),
+                      kind=DATA, group="data", required=True)
+    base_path: str | None = option(None, kind=DATA, group="data",
+                                   help="folder that relative image paths start from (default: the "
+                                        "CSV's folder)")
+    columns: ColumnNames = field(default_factory=ColumnNames, metadata={"kind": DATA, "cli": False})
+    skip_missing: bool = option(False, kind=DATA, group="data", switch=(("--skip_missing",), ()),
                                 help="drop rows whose images are missing or unreadable (with a "
                                      "warning) instead of stopping")
     img_size: int = option(224, group="data", type=image_size,
                            help="training image size in pixels, a multiple of 32; RGB and IR are both "
                                 "resized to it")
-    ir_channels: str = option("auto", group="data", choices=("auto", "1", "3"),
+    ir_channels: str = option("auto", kind=DATA, group="data", choices=("auto", "1", "3"),
                               help="IR channels: 1 for grayscale/16-bit/radiometric, 3 for "
                                    "colour-mapped; auto decides from the files")
     ir_range: tuple[float, float] | None = option(
-        None, group="data", type=float, nargs=2, metavar=("LO", "HI"),
+        None, kind=DATA, group="data", type=float, nargs=2, metavar=("LO", "HI"),
         help="for 16-bit or radiometric (float, deg C) IR: the value range mapped to [0, 1], clipped "
              "(default: 0 65535 for 16-bit, -20 600 for radiometric)")
-    require_ir: bool = option(True, cli=False, help="IR files are required (an RGB+IR teacher)")
+    require_ir: bool = option(True, kind=DATA, cli=False, help="IR files are required (an RGB+IR teacher)")
     cache: bool = option(True, kind=EXEC, group="data", switch=((), ("--no_cache",)),
                          help="decode image files on every access instead of using the decoded "
                               "cache (the cache is built once, when it fits the disk, and reused)")
     cache_dir: str | None = option(None, kind=EXEC, group="data",
                                    help="where decoded caches live (default: $FIREKD_CACHE_DIR or "
                                         "~/.cache/firekd); safe to delete")
-    split: str = option("auto", group="split", choices=METHODS,
+    split: str = option("auto", kind=DATA, group="split", choices=METHODS,
                         help="auto: the CSV's split column if it has one, else whole groups of its "
                              "group column, else blocks of --block_size consecutive frames when the "
                              "file names look like video frames (so near-duplicate frames do not leak "
@@ -71,29 +75,29 @@ class DataConfig:
                              "order; column: the CSV's split column. Identical images always stay in "
                              "one split")
     split_ratios: tuple[float, float, float] = option(
-        (0.7, 0.15, 0.15), group="split", type=unit_fraction, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
-        help="split ratios")
-    split_seed: int = option(0, group="split", type=int,
+        (0.7, 0.15, 0.15), kind=DATA, group="split", type=unit_fraction, nargs=3,
+        metavar=("TRAIN", "VAL", "TEST"), help="split ratios")
+    split_seed: int = option(0, kind=DATA, group="split", type=int,
                              help="seed of the split, independent of the training seeds")
-    block_size: int = option(50, group="split", type=positive_int,
+    block_size: int = option(50, kind=DATA, group="split", type=positive_int,
                              help="rows or frames per block (--split block, and auto on video frames)")
-    split_file: str | None = option(None, group="split", content=True,
+    split_file: str | None = option(None, kind=DATA, group="split",
                                     help="reuse a split.csv written by an earlier run (row,split columns)")
-    resample_split: bool = option(False, group="split", switch=(("--resample_split",), ()),
+    resample_split: bool = option(False, kind=DATA, group="split", switch=(("--resample_split",), ()),
                                   help="draw every training seed's own split (split seed = training "
                                        "seed, instead of --split_seed): replicates that vary the "
                                        "labelled subset, not only the initialisation. The teachers, "
                                        "control and students of a seed share its split; each seed "
                                        "folder records it (split.csv)")
-    n_labelled: int | None = option(None, group="split", type=positive_int, metavar="N",
+    n_labelled: int | None = option(None, kind=DATA, group="split", type=positive_int, metavar="N",
                                     help="keep only N of the train split's labelled rows as labelled "
                                          "(a draw stratified on the label combinations, seeded by the "
                                          "split seed) and move the rest to the unlabelled pool: the KD "
                                          "students train on them without labels; teachers and the bce "
                                          "control never see them; validation and test are unchanged")
-    label_fraction: float | None = option(None, group="split", type=open_unit_fraction, metavar="F",
-                                          help="as --n_labelled, with N = round(F x the train split's "
-                                               "rows), at least 1")
+    label_fraction: float | None = option(None, kind=DATA, group="split", type=open_unit_fraction,
+                                          metavar="F", help="as --n_labelled, with N = round(F x the "
+                                                            "train split's rows), at least 1")
     # which CSV columns to report per-slice metrics on: adds metrics, changes no trained model
     slice_cols: tuple[str, ...] = option((), flag="--slice_col", kind=EXEC, group="data",
                                          action="append", metavar="COL",
@@ -194,7 +198,7 @@ class StudentConfig:
                            help="student early-stopping patience in epochs")
     # in the control's key too: its epochs are as long as the KD students' (labelled pairs repeated)
     unlabeled_csv: str | None = option(
-        None, group="data", content=True, metavar="PAIRS.csv",
+        None, kind=DATA, group="data", metavar="PAIRS.csv",
         help="unlabelled RGB+IR pairs (rgb_path,ir_path; label columns absent or empty; paths relative to "
              "this CSV's folder), validated like the labelled ones: the KD students also train on them "
              "(KD terms on every sample, BCE on the labelled ones); teachers, validation and test never "
@@ -285,7 +289,7 @@ class ExecConfig:
                                 "long runs; the first epoch pays the compile time)")
     tensorboard: bool = option(False, kind=EXEC, group="hardware", switch=(("--tensorboard",), ()),
                                help="also log every epoch to TensorBoard (in the models folder)")
-    max_embed_points: int = option(2000, kind=EXEC, group="figures", type=non_negative_int,
+    max_embed_points: int = option(2000, kind=FIGURE, group="figures", type=non_negative_int,
                                    help="test samples (a seeded random subset) shown in each "
                                         "t-SNE/UMAP figure; 0 skips those figures")
     jobs: int = option(1, kind=EXEC, group="parallel jobs (see README: Scaling)", type=positive_int,

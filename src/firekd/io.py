@@ -4,6 +4,7 @@ renamed over the target, so a crash never leaves a truncated file behind."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -14,9 +15,17 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import torch
 
-from firekd.diskspace import is_no_space, no_space_error
-from firekd.errors import FirekdError
+from firekd.diskspace import (
+    OutOfSpaceError,
+    is_no_space,
+    is_torch_write_failure,
+    lacks_space,
+    no_space_error,
+    out_of_space,
+)
+from firekd.errors import FirekdError, ModelError, first_line
 
 
 @contextlib.contextmanager
@@ -110,6 +119,43 @@ def save_figure(path: str | Path, fig) -> None:
         plt.close(fig)
 
 
+def save_payload(path: str | Path, payload: dict) -> None:
+    """Write atomically; a full disk or quota ends in one line naming the size (the previous file
+    intact, no temporary file left)."""
+    needed = payload_bytes(payload) or None  # no tensors: too small to say
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return
+    except OutOfSpaceError as exc:
+        quota, detail = exc.quota, None
+    except RuntimeError as exc:  # torch's writer does not pass the errno on: look at the disk below
+        if not is_torch_write_failure(exc):
+            raise
+        quota, detail = False, first_line(exc)
+    gc.collect()  # the failed writer, held by the exception's frames, kept the removed temp file open
+    if detail is None or lacks_space(Path(path).parent, needed):
+        raise out_of_space(path, needed, quota=quota) from None
+    raise ModelError(f"{path}: cannot write the checkpoint ({detail})")
+
+
+def payload_bytes(obj) -> int:
+    """Bytes of the tensor storages in ``obj`` (nested dicts/lists), each storage counted once:
+    about what torch.save writes."""
+    storages: dict[int, int] = {}
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return sum(storages.values())
+
+
 def ensure_writable(folder: str | Path, flag: str = "--output") -> Path:
     """Create ``folder`` if needed and prove it is writable, or fail naming the flag."""
     folder = Path(folder)
@@ -165,8 +211,6 @@ class Writer:
 
     def payload(self, path: str | Path, payload: dict) -> None:
         if self.enabled:
-            from firekd.checkpoints import save_payload
-
             save_payload(path, payload)
 
     def mkdirs(self, *folders: Path) -> None:

@@ -5,6 +5,9 @@ whether results depend on it (its ``kind``):
 
 - ``KEY``: results depend on it; it enters the reuse key of the stage that owns it.
 - ``EXEC``: how or where the work runs (folders, workers, device, logging); in no key.
+- ``DATA``: where the data is and how it is read or split; keyed by what it selects (the images'
+  content, the labels and the split drawn: the data fingerprint), never by its spelling.
+- ``FIGURE``: how figures are drawn; keys the figures of a seed, never a trained model.
 
 `firekd.cli.args` turns the fields of a config class into flags and back, so a flag and its
 default are declared once, here, next to the field.
@@ -18,6 +21,8 @@ from typing import Any
 
 KEY = "key"
 EXEC = "exec"
+DATA = "data"
+FIGURE = "figure"
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, kind: str = KEY,

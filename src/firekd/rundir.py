@@ -17,19 +17,20 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import filelock
-
-from firekd.errors import FirekdError
 from firekd.io import Writer, read_json
+from firekd.kd.variants import split_run_name
+from firekd.locks import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -48,81 +49,13 @@ STUDENT_CURVES = "student_training_curves.png"
 CHECKPOINTS = {"teacher": "teacher_best.pth", "student": "student_best.pth",
                "student_quantized": "student_quantized.pth", "student_pruned": "student_pruned.pth"}
 PROJECTOR = "student_projector.pth"  # the L2 projector trained with the student (not deployed)
-CONFIG_FORMAT = 2  # 1: firekd < 0.2 (flat settings), 2: per-stage records and run key
+# 1: firekd < 0.2 (flat settings), 2: per-stage records and run key, 3: data keyed by the images'
+# content, compression and figures out of the run key (their own outputs key)
+CONFIG_FORMAT = 3
 
 
 def predictions_file(model: str) -> str:
     return f"predictions_{model}.csv"
-
-
-class RunLockedError(FirekdError):
-    pass
-
-
-class FileLock:
-    """An exclusive lock on ``path`` through the maintained `filelock` package (``flock`` on Unix,
-    ``LockFileEx`` on Windows): the kernel drops it when the holder dies, so a lock left by a killed
-    process is never stale. The holder is recorded in ``<path>.holder`` for messages; the lock file
-    cannot carry it, since Windows locks its bytes against reading. A disabled lock (a non-zero
-    DDP rank, whose rank 0 holds the real one) is always granted."""
-
-    def __init__(self, path: Path, *, enabled: bool = True) -> None:
-        self.path, self.enabled = Path(path), enabled
-        self.holder_path = self.path.with_name(self.path.name + ".holder")
-        self._lock: filelock.BaseFileLock | None = None
-
-    def acquire(self, *, blocking: bool) -> bool:
-        if not self.enabled:
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(self.path, thread_local=False)  # not tied to the thread that took it
-        try:
-            lock.acquire(blocking=blocking)
-        except filelock.Timeout:
-            return False
-        self._lock = lock
-        with contextlib.suppress(OSError):  # the record only serves messages: never fail a run for it
-            self.holder_path.write_text(f"pid {os.getpid()} on {platform.node()}\n")
-        return True
-
-    def holder(self) -> str:
-        try:
-            return self.holder_path.read_text().strip() or "another process"
-        except OSError:
-            return "another process"
-
-    def release(self) -> None:
-        if self._lock is not None:
-            self.holder_path.unlink(missing_ok=True)  # before releasing: never a later holder's record
-            self._lock.release()
-            self._lock = None
-
-
-@contextlib.contextmanager
-def exclusive(path: Path, *, what: str, enabled: bool = True):
-    """Hold the lock at ``path`` or fail at once, naming the holder."""
-    lock = FileLock(path, enabled=enabled)
-    if not lock.acquire(blocking=False):
-        raise RunLockedError(f"{what} is in use by {lock.holder()} (lock {path}); wait for it to "
-                             "finish or use another --output")
-    try:
-        yield lock
-    finally:
-        lock.release()
-
-
-@contextlib.contextmanager
-def waiting(path: Path, *, on_wait=None, enabled: bool = True):
-    """Hold the lock at ``path``, waiting for the current holder if there is one."""
-    lock = FileLock(path, enabled=enabled)
-    if not lock.acquire(blocking=False):
-        if on_wait:
-            on_wait(lock.holder())
-        lock.acquire(blocking=True)
-    try:
-        yield lock
-    finally:
-        lock.release()
 
 
 @dataclass(frozen=True)
@@ -181,8 +114,6 @@ class RunDir:
         if "teacher" in settings and "variant" in settings:
             teacher, variant = settings["teacher"], settings["variant"]
         else:
-            from firekd.reporting.tables import split_run_name
-
             teacher, variant = split_run_name(metrics_folder.name)
         run = cls(metrics_folder.parent.parent, teacher, variant)
         if run.metrics != metrics_folder:  # a folder renamed by hand: read it where it is
@@ -225,13 +156,15 @@ class RunDir:
         return {p.stem.removeprefix("predictions_"): p for p in sorted(folder.glob(predictions_file("*")))}
 
     def matching_seeds(self) -> tuple[list[int], list[int]]:
-        """(seeds made with this run's settings and data, seeds made otherwise). A run recorded by
-        firekd < 0.2 has no run key: all its seeds count."""
-        key = self.run_key()
+        """(seeds made with this run's settings, data, compression and figure settings, seeds made
+        otherwise). A run recorded by firekd < 0.2 has no run key: all its seeds count."""
+        config = self.config()
+        wanted = {k: config[k] for k in ("run_key", "outputs_key") if config.get(k) is not None}
         matching, other = [], []
         for seed in self.seeds():
-            recorded = self.final_evaluation(seed).get("run", {}).get("run_key")
-            (matching if key is None or recorded == key else other).append(seed)
+            recorded = self.final_evaluation(seed).get("run", {})
+            same = all(recorded.get(k) == v for k, v in wanted.items())
+            (matching if same else other).append(seed)
         return matching, other
 
     def aggregate(self) -> dict:
@@ -259,7 +192,8 @@ class RunDir:
 
     @contextlib.contextmanager
     def log_to_file(self, writer: Writer):
-        """Append everything logged during the block to run.log."""
+        """Append what is logged during the block to run.log: the grid's own lines, and a job's lines
+        only when the job works for this run (see `working_on`)."""
         if not writer.enabled:
             yield
             return
@@ -267,12 +201,37 @@ class RunDir:
         handler = logging.FileHandler(self.metrics / RUN_LOG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handler.setLevel(logging.INFO)
+        handler.addFilter(_ForRun(self.name))
         logging.getLogger().addHandler(handler)
         try:
             yield
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
+
+
+# the runs the current job works for (None: the grid itself, whose lines every run.log gets)
+_WORKING_ON: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("runs", default=None)
+
+
+@contextlib.contextmanager
+def working_on(names: Iterable[str]):
+    """During the block, log lines go to the run.log of the runs ``names`` alone."""
+    token = _WORKING_ON.set(frozenset(names))
+    try:
+        yield
+    finally:
+        _WORKING_ON.reset(token)
+
+
+class _ForRun(logging.Filter):
+    def __init__(self, run: str) -> None:
+        super().__init__()
+        self.run = run
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        runs = _WORKING_ON.get()
+        return runs is None or self.run in runs
 
 
 def environment() -> dict:

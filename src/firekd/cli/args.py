@@ -87,16 +87,16 @@ def field_of(cls: type, name: str) -> dataclasses.Field:
 
 
 def _add_switch(g, f: dataclasses.Field) -> None:
-    """A boolean: its on flags store True, its off flags False; both sides exclude each other."""
+    """A boolean: its on flags store True, its off flags False; the last one given wins (so a flag
+    appended to a command, e.g. through the Makefile's DEMO_FLAGS, overrides an earlier one)."""
     on, off = f.metadata["switch"]
     dest, text = flag_name(f), f.metadata["help"]
-    target = g.add_mutually_exclusive_group() if on and off else g
     if on:
-        target.add_argument(*on, dest=dest, action="store_true",
-                            help=text + (" (the default)" if f.default else ""))
+        g.add_argument(*on, dest=dest, action="store_true",
+                       help=text + (" (the default)" if f.default else ""))
     if off:
-        target.add_argument(*off, dest=dest, action="store_false",
-                            help=f"turn {on[0]} off" if on else text)
+        g.add_argument(*off, dest=dest, action="store_false",
+                       help=f"turn {on[0]} off; the last of the two given wins" if on else text)
     g.set_defaults(**{dest: f.default})
 
 

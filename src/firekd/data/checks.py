@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from firekd.data.images import ImageInfo, IRSpec, inspect_many
+from firekd.data.manifest import digests
 from firekd.data.splits import merge_groups
 from firekd.errors import DataError
 
@@ -121,32 +121,18 @@ def check_files(
     )
 
 
-def same_image_ids(records: pd.DataFrame, workers: int = 8) -> np.ndarray:
+def with_digests(records: pd.DataFrame, *, manifest: Path | None, workers: int = 8) -> pd.DataFrame:
+    """``records`` with ``rgb_digest`` and ``ir_digest`` (None without IR): each file's content
+    digest, remembered in ``manifest`` (see `firekd.data.manifest`)."""
+    paths = [p for column in ("rgb_path", "ir_path") for p in records[column] if isinstance(p, str)]
+    found = digests(paths, manifest=manifest, workers=workers)
+    ir = [found.get(p) if isinstance(p, str) else None for p in records["ir_path"]]
+    return records.assign(rgb_digest=[found[p] for p in records["rgb_path"]], ir_digest=ir)
+
+
+def same_image_ids(records: pd.DataFrame) -> np.ndarray:
     """An id per row, shared by rows whose RGB file or IR file holds the same bytes: one file listed
     twice, reached through a link, or copied under another name (scraped sets have such copies).
-    Such rows must never be split apart. Only files whose size equals another file's are read."""
-    columns = ["rgb_path", "ir_path"] if records["ir_path"].notna().all() else ["rgb_path"]
-    return merge_groups(np.arange(len(records)),
-                        *(_content_ids(records[c].tolist(), workers) for c in columns))
-
-
-def _content_ids(paths: list[str], workers: int) -> np.ndarray:
-    """A content digest per path where another file has the same size, else the path itself."""
-    unique = list(dict.fromkeys(paths))
-    sizes = [os.path.getsize(p) for p in unique]
-    repeated = {size for size, count in Counter(sizes).items() if count > 1}
-    to_hash = [p for p, size in zip(unique, sizes, strict=True) if size in repeated]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        digests = dict(zip(to_hash, pool.map(_digest, to_hash), strict=True))
-    return np.array([digests.get(p, p) for p in paths], dtype=object)
-
-
-def _digest(path: str) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-    return h.hexdigest()
+    Such rows must never be split apart. ``records`` carries the digests of `with_digests`."""
+    columns = ["rgb_digest", "ir_digest"] if records["ir_digest"].notna().all() else ["rgb_digest"]
+    return merge_groups(np.arange(len(records)), *(records[c].to_numpy(dtype=object) for c in columns))

@@ -22,10 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-RGB_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: the teachers' backbones expect them
-RGB_STD = (0.229, 0.224, 0.225)
-IR_MEAN = 0.5  # IR is already scaled to [0, 1] by the decoder
-IR_STD = 0.25
+from firekd.normalization import IR_MEAN, IR_STD, RGB_MEAN, RGB_STD
+
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -56,3 +56,11 @@ def parse_loss_weights(items: list[str] | None) -> dict[str, float]:
         if not sep or out[name.strip()] < 0:
             raise ConfigError(f"--loss_weights: expected TERM=WEIGHT with WEIGHT >= 0, got '{item}'")
     return out
+
+
+def split_run_name(name: str) -> tuple[str, str]:
+    """'efficientnet_b7_kl_l2_bce' -> ('efficientnet_b7', 'kl_l2_bce'): the longest variant suffix."""
+    for variant in sorted(VARIANTS, key=len, reverse=True):
+        if name.endswith(f"_{variant}"):
+            return name[: -len(variant) - 1], variant
+    return name, ""

@@ -9,8 +9,8 @@ import timm
 import torch
 from torch import nn
 
-from firekd.data.transforms import IR_MEAN, IR_STD, RGB_MEAN, RGB_STD
 from firekd.errors import ModelError
+from firekd.normalization import IR_MEAN, IR_STD, RGB_MEAN, RGB_STD
 
 TEACHER_HINT = ("use --no_pretrained to start from random weights, or --teacher_weights PATH "
                 "for a local weights file")

@@ -111,16 +111,22 @@ def create_teacher(name: str, **kwargs) -> nn.Module:
     return _TEACHERS.builders[resolve_teacher_name(teacher_arch(name))](**kwargs)
 
 
+_STUDENT_FALLBACK: list[Callable[..., nn.Module | None]] = []
+
+
+def register_student_fallback(build: Callable[..., nn.Module | None]) -> None:
+    """``build(name, **kwargs)`` makes a student of a name no builder is registered for (the timm
+    wrapper), or returns None when it does not know the name either."""
+    _STUDENT_FALLBACK[:] = [build]
+
+
 def create_student(name: str = "firekd_student", **kwargs) -> nn.Module:
     """Build a firekd student by name, or wrap any timm model name as a student."""
     canonical = _STUDENTS.resolve(name)
     if canonical is not None:
         return _STUDENTS.builders[canonical](**kwargs)
-    import timm
-
-    from firekd.models.student import TimmStudent
-
-    if timm.is_model(name):
-        return TimmStudent(name, **kwargs)
+    for build in _STUDENT_FALLBACK:
+        if (model := build(name, **kwargs)) is not None:
+            return model
     raise ModelError(f"unknown student '{name}'; known students: {_STUDENTS.known()}, "
                      "or any timm model name (e.g. mobilenetv3_small_100)")

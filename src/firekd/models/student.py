@@ -15,7 +15,7 @@ from torch import nn
 
 from firekd.errors import ModelError
 from firekd.models.backbones import STUDENT_HINT, check_common, create_backbone, input_adapters
-from firekd.models.registry import register_student
+from firekd.models.registry import register_student, register_student_fallback
 
 DEFAULT_WIDTHS = (32, 64, 128, 256)
 
@@ -132,3 +132,12 @@ class TimmStudent(nn.Module):
         """JSON-able; `create_student(**config)` rebuilds this architecture."""
         config = {"name": self.name, "num_classes": self.num_classes, "drop_rate": self.drop_rate}
         return config | ({"img_size": self.img_size} if self.img_size is not None else {})
+
+
+def _timm_student(name: str, **kwargs) -> TimmStudent | None:
+    import timm
+
+    return TimmStudent(name, **kwargs) if timm.is_model(name) else None
+
+
+register_student_fallback(_timm_student)

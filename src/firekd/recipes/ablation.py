@@ -17,7 +17,7 @@ from firekd.engine import distributed
 from firekd.errors import ConfigError
 from firekd.io import Writer, ensure_writable, write_csv, write_json
 from firekd.kd.variants import uses_teacher
-from firekd.keys import plain, run_settings, stable_hash
+from firekd.keys import outputs_settings, plain, run_settings, stable_hash
 from firekd.metrics.stats import aggregates_json
 from firekd.recipes.data import DataBundle, load_data, open_cache
 from firekd.recipes.efficiency import teacher_efficiency
@@ -103,13 +103,14 @@ def open_runs(cfg: RunConfig, data: DataBundle, writer: Writer):
 
 
 def _start_run(run: RunDir, cfg: RunConfig, data: DataBundle, writer: Writer) -> None:
-    settings = plain(run_settings(cfg, run.teacher, run.variant, data.fingerprint,
-                                  distributed.info().world_size))
+    lineage = data.run_lineage(distributed.info().world_size)
+    settings = plain(run_settings(cfg, run.teacher, run.variant, lineage))
     _check_run_settings(run, settings, cfg.execution.overwrite, writer)
     if not writer.enabled:
         return
     write_json(run.metrics / CONFIG, {"format": CONFIG_FORMAT, "settings": settings,
-                                      "run_key": stable_hash(settings), "flags": cfg.flags(),
+                                      "run_key": stable_hash(settings),
+                                      "outputs_key": stable_hash(outputs_settings(cfg)), "flags": cfg.flags(),
                                       "resolved": cfg.to_dict(), "split": data.split_decision.to_dict(),
                                       "samples": {"labelled": len(data.labelled),
                                                   "unlabeled": data.unlabeled_count,

@@ -13,13 +13,13 @@ import pandas as pd
 
 from firekd import LABELS
 from firekd.errors import FirekdError
-from firekd.io import read_json, save_figure, write_csv
+from firekd.io import save_figure, write_csv
 from firekd.kd.variants import CONTROL
 from firekd.metrics.slices import SLICE_METRICS, natural_order, parse_slice_key, slice_key
 from firekd.metrics.stats import holm, mcnemar_exact, paired_tests
 from firekd.reporting import plots
 from firekd.reporting.tables import F1_METRICS, model_order, summary_frame, variant_rank
-from firekd.rundir import AGGREGATED, FINAL_EVALUATION, RunDir
+from firekd.rundir import FINAL_EVALUATION, RunDir
 
 
 @dataclass
@@ -78,11 +78,9 @@ def _canonical(teacher: str) -> str:
 
 
 def _load_run(folder: Path) -> Run:
-    run = RunDir.open(folder)
-    agg_path = folder / AGGREGATED
-    results = read_json(agg_path) if agg_path.exists() else run.aggregate()  # an interrupted run
+    run = RunDir.open(folder)  # aggregated from its seeds: aggregated_results.json may be stale
     modality = run.config().get("flags", {}).get("teacher_modalities")
-    return Run(run.name, run.teacher, run.variant, folder, results,
+    return Run(run.name, run.teacher, run.variant, folder, run.aggregate(),
                modality if isinstance(modality, str) else None)
 
 

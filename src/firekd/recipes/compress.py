@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from firekd.checkpoints import save_model
+from firekd.checkpoints import load_model, save_model
 from firekd.compress.artifacts import save_quantized
 from firekd.compress.compile import CompileUnavailable, StaticBatch, compile_for_cpu
 from firekd.compress.onnx_export import OnnxStudent, export_onnx, quantize_onnx_int8
@@ -37,7 +37,8 @@ from firekd.engine import distributed
 from firekd.engine.evaluation import evaluate_model
 from firekd.engine.loop import Member
 from firekd.engine.runtime import Runtime
-from firekd.keys import compression_settings
+from firekd.io import read_json
+from firekd.keys import onnx_settings, pruned_settings, stable_hash
 from firekd.metrics.efficiency import cpu_threads
 from firekd.models import create_student
 from firekd.recipes.context import ModelResult, SeedRun
@@ -46,6 +47,7 @@ from firekd.recipes.efficiency import EVAL_BATCH, LATENCY_BATCHES
 from firekd.recipes.student import StudentResult, fit_config, make_task
 from firekd.recipes.teacher import TeacherResult, data_meta
 from firekd.rundir import CHECKPOINTS, PRUNED_LOG
+from firekd.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,15 @@ def compress_students(run: SeedRun, students: dict[str, StudentResult],
         out[variant]["student_pruned"] = pruned
     if run.cfg.compress.onnx:
         for variant, s in students.items():
+            store = compressed_store(run, s, "student_onnx", onnx_settings(run.cfg))
+            done = store.done()
+            store.invalidate()
             calibration = itertools.islice(calibration_batches(run), run.cfg.compress.calibration_batches)
             out[variant].update(onnx_stages(s.model, calibration, run.loaders.val, run.loaders.test,
                                             cpu_runtime(run.rt), s.dirs.models, "student_best",
                                             run.cfg.compress.latency_threads, run.data.config.img_size,
-                                            run.writer.enabled))
+                                            run.writer.enabled and not done))
+            store.publish()
     return out
 
 
@@ -131,12 +137,26 @@ def runnable_int8(quantized: nn.Module, examples: list[torch.Tensor], compile_mo
     return compiled, seconds
 
 
+def compressed_store(run: SeedRun, student: StudentResult, name: str, settings: dict) -> Store:
+    """The store of the compressed form ``name`` of ``student``: keyed by the student's key and
+    that form's settings alone, so other compression or figure settings reuse it."""
+    key = stable_hash({"student": student.key, **settings})
+    return Store(student.dirs.models, key, writer=run.writer, name=name)
+
+
 def prune_stage(run: SeedRun, students: dict[str, StudentResult],
                 teacher: TeacherResult | None) -> dict[str, ModelResult]:
-    """Prune every student, fine-tune them together, evaluate and save each."""
+    """Prune every student not pruned before with these settings, fine-tune them together,
+    evaluate and save each; reuse the others."""
     cfg, size = run.cfg.compress, run.data.config.img_size
+    settings = pruned_settings(run.cfg)
+    stores = {v: compressed_store(run, s, "student_pruned", settings) for v, s in students.items()}
+    out = {v: _reuse_pruned(run, s) for v, s in students.items() if stores[v].done()}
     pruned, reports = {}, {}
     for variant, student in students.items():
+        if variant in out:
+            continue
+        stores[variant].invalidate()
         model, reports[variant] = prune_model(student.model, cfg.prune_method, cfg.prune_sparsity,
                                               torch.randn(2, 3, size, size, device=run.rt.device))
         pruned[variant] = run.rt.prepare_model(model)  # pruning rebuilt layers: memory format again
@@ -144,8 +164,24 @@ def prune_stage(run: SeedRun, students: dict[str, StudentResult],
         log.info("student_pruned %s: %s pruning removed %.1f%% of the %s (requested %.1f%%)", variant,
                  r.method, 100 * r.achieved, "parameters" if r.method == "structured" else "prunable weights",
                  100 * r.requested)
-    results = finetune(run, {v: (pruned[v], students[v].projector) for v in students}, teacher)
-    return {v: _finish_pruned(run, students[v], pruned[v], reports[v], results[v]) for v in students}
+    results = finetune(run, {v: (pruned[v], students[v].projector) for v in pruned}, teacher)
+    for v in pruned:
+        out[v] = _finish_pruned(run, students[v], pruned[v], reports[v], results[v])
+        stores[v].publish()
+    return {v: out[v] for v in students}
+
+
+def _reuse_pruned(run: SeedRun, student: StudentResult) -> ModelResult:
+    path = student.dirs.models / CHECKPOINTS["student_pruned"]
+    model, _ = load_model(path, kind="student")
+    model = run.rt.prepare_model(model)
+    train_log = read_json(student.dirs.metrics / PRUNED_LOG)
+    evaluation = evaluate_model(model, run.loaders.val, run.loaders.test, run.rt)
+    report = train_log["pruning"]
+    evaluation.metrics.update(prune_fraction=report["achieved"], params_nonzero=report["params_after"])
+    log.info("student_pruned %s: reusing %s (pruned and fine-tuned earlier with the same settings)",
+             student.variant, path)
+    return ModelResult(model, evaluation, path, train_log)
 
 
 def finetune(run: SeedRun, models: dict[str, tuple[nn.Module, nn.Module | None]],
@@ -166,7 +202,7 @@ def finetune(run: SeedRun, models: dict[str, tuple[nn.Module, nn.Module | None]]
 def _finish_pruned(run: SeedRun, student: StudentResult, model: nn.Module, report, result) -> ModelResult:
     make_permanent(model)
     evaluation = evaluate_model(model, run.loaders.val, run.loaders.test, run.rt)
-    settings = compression_settings(run.cfg)
+    settings = pruned_settings(run.cfg)
     train_log = {"settings": settings, "pruning": report.to_dict(), "best_epoch": result.best_epoch,
                  "best_val_f1_macro": result.best_score, "stopped_early": result.stopped_early,
                  "epochs": result.history}

@@ -21,6 +21,7 @@ from firekd.engine.loop import FitResult, Member, epoch_seed, fit_many
 from firekd.engine.runtime import Runtime, resolve_device
 from firekd.io import Writer
 from firekd.kd.variants import uses_teacher
+from firekd.keys import Lineage
 from firekd.recipes.data import DataBundle
 from firekd.rundir import PROJECTOR
 
@@ -72,6 +73,11 @@ class SeedRun:
     @property
     def world_size(self) -> int:
         return distributed.info().world_size
+
+    @property
+    def lineage(self) -> Lineage:
+        """What this seed's models come from (data, seed, processes), before any upstream model."""
+        return self.data.lineage(self.seed, self.world_size)
 
     def fit_variants(self, members: dict[str, Member]) -> dict[str, FitResult]:
         """Train the members (one per loss variant) in lockstep, one pass per epoch over the same
@@ -164,7 +170,10 @@ class FileCheckpointer:
         if not self.state_path.exists():
             return None
         payload = load_payload(self.state_path)
-        if payload.get("meta") != self.meta:
+        # the settings (data by content, upstream builds), not where the data was read from: a run
+        # resumed from another working directory or a moved data folder resumes
+        same = all(payload.get("meta", {}).get(k) == self.meta.get(k) for k in ("settings", "teacher_build"))
+        if not same:
             log.warning("%s was made with other settings; starting this stage afresh", self.state_path)
             return None
         return payload["state"]

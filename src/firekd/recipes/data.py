@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -14,10 +15,11 @@ from tqdm import tqdm
 
 from firekd.config import DataConfig
 from firekd.data.cache import DecodedCache, build, cache_bytes, cache_key, verify
-from firekd.data.checks import FileReport, check_files, same_image_ids
+from firekd.data.checks import FileReport, check_files, same_image_ids, with_digests
 from firekd.data.csv import read_records, read_slices, read_unlabeled
 from firekd.data.dataset import FileSource, PairedDataset, SampleSource
 from firekd.data.images import IRSpec
+from firekd.data.manifest import MANIFEST
 from firekd.data.splits import (
     COMBO_NAMES,
     SPLITS,
@@ -35,8 +37,8 @@ from firekd.data.unlabeled import check_unlabeled_files, drop_eval_overlap
 from firekd.diskspace import OutOfSpaceError, human_bytes
 from firekd.errors import ConfigError
 from firekd.io import Writer, ensure_writable
-from firekd.keys import data_fingerprint
-from firekd.rundir import waiting
+from firekd.keys import Lineage, data_fingerprint, stable_hash
+from firekd.locks import waiting
 
 log = logging.getLogger(__name__)
 FREE_SHARE = 0.8  # the most of a disk's free space the decoded cache may take
@@ -54,7 +56,7 @@ class DataBundle:
     # the CSV's validated rows before splitting (the first rows of ``records``): what a seed's own
     # split (--resample_split) is drawn from
     csv_records: pd.DataFrame | None = field(default=None, repr=False)
-    run_fingerprint: str | None = None  # a seed's bundle: the fingerprint of the invocation's data
+    base: DataBundle | None = field(default=None, repr=False)  # a seed's own draw: the invocation's data
     slices: pd.DataFrame | None = None  # the --slice_col columns by CSV line (row), as categories
     seed: int | None = None  # the training seed whose own split this is (--resample_split)
     _seeds: dict = field(default_factory=dict, repr=False)
@@ -90,14 +92,9 @@ class DataBundle:
             records, decision = assign_split(self.csv_records, self.config, seed)
             unl = self.records.iloc[len(self.csv_records):]
             records = pd.concat([records, _held_out_groups(unl, records)], ignore_index=True)
-            self._seeds[seed] = replace(self, records=records, split_decision=decision,
-                                        run_fingerprint=self.fingerprint, seed=seed, _seeds={})
+            self._seeds[seed] = replace(self, records=records, split_decision=decision, base=self,
+                                        seed=seed, _seeds={})
         return self._seeds[seed]
-
-    @property
-    def shared_fingerprint(self) -> str:
-        """The fingerprint every seed of a run shares (the run key's data)."""
-        return self.run_fingerprint or self.fingerprint
 
     def positions(self, split: str) -> np.ndarray:
         return np.nonzero(self.records["split_assigned"].to_numpy() == split)[0]
@@ -120,14 +117,41 @@ class DataBundle:
             table.loc[UNLABELED] = [pd.NA] * (len(table.columns) - 1) + [self.unlabeled_count]
         return table
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Identifies the labelled data a model was trained on: data settings, CSV content, IR
-        decoding and the split (`firekd.keys.data_fingerprint`). The unlabelled pairs enter the KD
-        students' key through --unlabeled_csv."""
+        """Identifies the labelled data a model was trained on: the images' content, labels and
+        split of every sample in order, the IR decoding and the image size
+        (`firekd.keys.data_fingerprint`), not where the files are or how the CSV spells them."""
         spec = self.ir_spec
-        split = self.labelled[["row", "split_assigned"]].to_numpy().tolist()
-        return data_fingerprint(self.config, ir=[spec.kind, spec.channels, spec.value_range], split=split)
+        rows = self.labelled[["rgb_digest", "ir_digest", "fire", "smoke", "split_assigned"]]
+        return data_fingerprint(self.config, ir=[spec.kind, spec.channels, spec.value_range],
+                                rows=rows.astype(object).to_numpy().tolist())
+
+    @functools.cached_property
+    def unlabeled_fingerprint(self) -> str | None:
+        """The unlabelled pool by its images' content (None without a pool)."""
+        if not self.unlabeled_count:
+            return None
+        pool = self.records[self.records["split_assigned"] == UNLABELED]
+        return stable_hash(pool[["rgb_digest", "ir_digest"]].astype(object).to_numpy().tolist())
+
+    def lineage(self, seed: int, world_size: int) -> Lineage:
+        """What a model of ``seed`` trained on this data by ``world_size`` processes comes from (with
+        --resample_split: on the seed's own draw)."""
+        data = self.for_seed(seed)
+        return Lineage(data=data.fingerprint, seed=seed, world_size=world_size,
+                       unlabeled=data.unlabeled_fingerprint, unlabeled_count=data.unlabeled_count)
+
+    def run_lineage(self, world_size: int) -> Lineage:
+        """What every seed of a run shares (its run key): the invocation's data; with
+        --resample_split the data the seeds draw from, marked as resampled so such a run never
+        shares a run key (and an aggregate) with the seeds of one fixed split."""
+        base = self.base or self
+        data = base.fingerprint
+        if self.config.resample_split:
+            data = stable_hash({"resampled_per_seed_from": data})
+        return Lineage(data=data, seed=0, world_size=world_size, unlabeled=base.unlabeled_fingerprint,
+                       unlabeled_count=base.unlabeled_count)
 
     def split_table(self) -> pd.DataFrame:
         """split.csv: every CSV row's split; rows moved to the unlabelled pool read ``unlabeled``
@@ -171,6 +195,7 @@ def load_data(config: DataConfig, unlabeled_csv: str | None = None) -> DataBundl
                            require_ir=config.require_ir)
     records, report = check_files(records, csv_name=str(config.csv), skip_missing=config.skip_missing,
                                   ir_channels=config.ir_channels, ir_range=config.ir_range)
+    records = with_digests(records, manifest=digest_manifest(config))
     csv_records = records.assign(same_image=same_image_ids(records))
     records, decision = assign_split(csv_records, config, config.split_seed)
     split = records["split_assigned"]
@@ -237,6 +262,7 @@ def _unlabeled(path: str, config: DataConfig, records: pd.DataFrame, report: Fil
     unl = read_unlabeled(path, columns=config.columns, require_ir=config.require_ir)
     unl, _ = check_unlabeled_files(unl, labelled_ir=report.ir, csv_name=str(path),
                                    skip_missing=config.skip_missing)
+    unl = with_digests(unl, manifest=digest_manifest(config))
     unl = drop_eval_overlap(unl, records, records["split_assigned"], csv_name=str(path))
     log.info("data: %d unlabelled pairs from %s (for the KD students' training only: their KD terms; "
              "teachers and the bce control never see them)", len(unl), Path(path).name)
@@ -261,6 +287,11 @@ def cache_root(config: DataConfig) -> Path:
         return Path(root)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "firekd"
+
+
+def digest_manifest(config: DataConfig) -> Path:
+    """Where image digests are remembered (beside the decoded caches)."""
+    return cache_root(config) / MANIFEST
 
 
 def open_cache(bundle: DataBundle, *, workers: int = 1, writer: Writer | None = None,

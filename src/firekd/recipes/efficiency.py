@@ -25,6 +25,7 @@ from firekd.engine.runtime import Runtime, resolve_device
 from firekd.io import Writer, read_json, write_json
 from firekd.kd.distiller import model_outputs
 from firekd.keys import stable_hash
+from firekd.locks import waiting
 from firekd.metrics.efficiency import (
     cpu_threads,
     cuda_throughput,
@@ -36,7 +37,6 @@ from firekd.metrics.efficiency import (
 from firekd.models import create_teacher
 from firekd.recipes.context import ModelResult
 from firekd.recipes.data import DataBundle
-from firekd.rundir import waiting
 
 log = logging.getLogger(__name__)
 

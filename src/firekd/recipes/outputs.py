@@ -13,23 +13,12 @@ from firekd.recipes.figures import EMBEDDED_MODELS, write_embedding_figures, wri
 from firekd.recipes.slices import slice_metrics
 from firekd.recipes.teacher import TeacherResult
 from firekd.rundir import (
-    CHECKPOINTS,
     FINAL_EVALUATION,
     SPLIT,
     STUDENT_LOG,
-    TEACHER_CURVES,
-    TEACHER_LOG,
     SeedDirs,
     predictions_file,
 )
-
-
-def link_teacher(writer: Writer, teacher: TeacherResult, dirs: SeedDirs) -> None:
-    """The shared teacher's checkpoint, log and curves, linked into a variant's seed folders."""
-    writer.link(teacher.checkpoint, dirs.models / CHECKPOINTS["teacher"])
-    writer.link(teacher.folder / TEACHER_LOG, dirs.metrics / TEACHER_LOG)
-    if (teacher.folder / TEACHER_CURVES).exists():
-        writer.link(teacher.folder / TEACHER_CURVES, dirs.graphs / TEACHER_CURVES)
 
 
 def write_seed_outputs(run: SeedRun, dirs: SeedDirs, models: dict[str, ModelResult], *, title: str,
@@ -62,7 +51,7 @@ def _figures(run: SeedRun, graphs: Path, models: dict[str, ModelResult], title: 
             graphs, name, models[name].evaluation,
             f"teacher {teacher.folder.parent.name}, seed {run.seed}" if shared else title,
             max_points=points, seed=run.seed,
-            cache_dir=teacher.folder / f"figures_max{points}" if shared else None)
+            cache_dir=teacher.folder / f"figures-{teacher.build}-max{points}" if shared else None)
 
 
 def publish(writer: Writer, source: SeedDirs, target: SeedDirs, run_block: dict) -> None:

@@ -507,7 +507,7 @@ def _run_section(output: Path, run: Run, rel) -> list:
 def _seed_table(run: Run) -> pd.DataFrame:
     rows = []
     folder = RunDir.open(run.folder)
-    for seed in folder.seeds():
+    for seed in folder.matching_seeds()[0]:  # the seeds the aggregate is made of
         for model, m in folder.final_evaluation(seed).items():
             if model == "run" or not isinstance(m, dict):
                 continue

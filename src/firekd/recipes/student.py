@@ -22,12 +22,13 @@ from firekd.engine.loop import FitConfig, Member
 from firekd.io import read_json
 from firekd.kd.distiller import Distiller, Supervised
 from firekd.kd.variants import uses_teacher, variant_weights
-from firekd.keys import plain, student_settings
+from firekd.keys import stable_hash, student_settings
 from firekd.models import create_student
 from firekd.recipes.context import FileCheckpointer, SeedRun
 from firekd.recipes.teacher import TeacherResult, data_meta, pos_weight_for, tensorboard, train_log
 from firekd.reporting.plots import training_curves
 from firekd.rundir import CHECKPOINTS, PROJECTOR, STUDENT_CURVES, STUDENT_LOG, SeedDirs
+from firekd.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class StudentResult:
     log, test evaluation and the seed folders it was saved in."""
 
     variant: str
+    key: str  # the student's store key: its compressed forms build on it
     model: nn.Module
     projector: nn.Module | None
     train_log: dict
@@ -64,35 +66,38 @@ def fit_config(run: SeedRun, variant: str, *, kind: str, epochs: int) -> FitConf
                      weights=variant_weights(variant, cfg.student.loss_weights), seed=run.seed)
 
 
+def student_store(run: SeedRun, variant: str, dirs: SeedDirs,
+                  teacher: TeacherResult | None) -> tuple[Store, dict]:
+    """The store of ``variant``'s student in its seed models folder (guarded by its run folder's
+    lock, or the control store's), and the settings that key it."""
+    settings = student_settings(run.cfg, variant, run.lineage.on(teacher.key if teacher else None))
+    return Store(dirs.models, stable_hash(settings), writer=run.writer, name="student"), settings
+
+
 def train_students(run: SeedRun, folders: dict[str, SeedDirs],
                    teacher: TeacherResult | None) -> dict[str, StudentResult]:
     """Train one student per variant in ``folders`` (its seed folders) in one pass over the data;
-    KD variants distil from ``teacher``. Resumes each from its last finished epoch."""
-    out, todo, settings = {}, {}, {}
+    KD variants distil from ``teacher``. Resumes each from its last finished epoch; a student
+    stored with the same settings (and the same build of its teacher) is reused."""
+    out, todo, stores = {}, {}, {}
     for variant, dirs in folders.items():
         t = teacher if uses_teacher(variant) else None
-        settings[variant] = student_settings(run.cfg, variant, run.seed, run.data.fingerprint,
-                                             run.world_size, t.key if t else None)
-        finished = _finished(run, variant, dirs, t, settings[variant])
-        if finished is not None:
-            out[variant] = finished
+        stores[variant], settings = student_store(run, variant, dirs, t)
+        record = stores[variant].record()
+        if record is not None and record.get("teacher_build") == (t.build if t else None):
+            out[variant] = _reuse(run, variant, dirs, t, stores[variant].key)
         else:
-            todo[variant] = _member(run, variant, dirs, t, settings[variant])
+            stores[variant].invalidate()
+            todo[variant] = _member(run, variant, dirs, t, settings)
     for variant, result in run.fit_variants(todo).items():
-        out[variant] = _finish(run, variant, folders[variant], todo[variant], result, settings[variant])
+        out[variant] = _finish(run, variant, folders[variant], todo[variant], result, stores[variant])
     return {variant: out[variant] for variant in folders}
 
 
-def _finished(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | None,
-              settings: dict) -> StudentResult | None:
-    """The student of an earlier, interrupted invocation that finished training (its checkpoint
-    has thresholds and its log is written) with the same settings: reused, not retrained."""
-    path, log_path = dirs.models / CHECKPOINTS["student"], dirs.metrics / STUDENT_LOG
-    if not (path.exists() and log_path.exists()) or read_json(log_path).get("settings") != plain(settings):
-        return None
-    payload = load_payload(path)
-    if payload.get("meta", {}).get("thresholds") is None:
-        return None
+def _reuse(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | None,
+           key: str) -> StudentResult:
+    """The student stored earlier with the same settings."""
+    path = dirs.models / CHECKPOINTS["student"]
     student, _ = load_model(path, kind="student")
     student = run.rt.prepare_model(student)
     task = make_task(run, student, variant, teacher.model if teacher else None).to(run.rt.device)
@@ -102,7 +107,8 @@ def _finished(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult
     log.info("student %s seed %d: reusing the student trained earlier with the same settings (%s)",
              variant, run.seed, path)
     evaluation = evaluate_model(student, run.loaders.val, run.loaders.test, run.rt)
-    return StudentResult(variant, student, projector, read_json(log_path), evaluation, dirs)
+    return StudentResult(variant, key, student, projector, read_json(dirs.metrics / STUDENT_LOG), evaluation,
+                         dirs)
 
 
 def _member(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | None,
@@ -116,23 +122,27 @@ def _member(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult |
     if projector is not None:
         log.info("student %s seed %d: L2 projector %d params (trained with the student, not deployed)",
                  variant, run.seed, sum(p.numel() for p in projector.parameters()))
-    ckpt = FileCheckpointer(dirs.models, "student", student, "student",
-                            meta={"settings": settings, "data": data_meta(run.data)}, writer=run.writer)
+    meta = {"settings": settings, "teacher_build": teacher.build if teacher else None,
+            "data": data_meta(run.data)}
+    ckpt = FileCheckpointer(dirs.models, "student", student, "student", meta=meta, writer=run.writer)
     on_epoch = tensorboard(cfg.execution.tensorboard and run.writer.enabled, dirs.models, "student")
     return Member(task, fit_config(run, variant, kind="student", epochs=cfg.student.epochs), ckpt, on_epoch)
 
 
 def _finish(run: SeedRun, variant: str, dirs: SeedDirs, member: Member, result,
-            settings: dict) -> StudentResult:
+            store: Store) -> StudentResult:
     task = member.task
     student = task.trained_modules()["model"]
     run.writer.figure(dirs.graphs / STUDENT_CURVES,
                       lambda: training_curves(result.history, f"Student ({variant}) - seed {run.seed}"))
     evaluation = evaluate_model(student, run.loaders.val, run.loaders.test, run.rt)
     member.checkpointer.finish(evaluation.thresholds)
-    log_ = {**train_log(result, settings, run.rt.precision), "params": trained_params(task)}
-    run.writer.json(dirs.metrics / STUDENT_LOG, log_)  # with the thresholds above: the stage is done
-    return StudentResult(variant, student, getattr(task, "projector", None), log_, evaluation, dirs)
+    meta = member.checkpointer.meta
+    log_ = {**train_log(result, meta["settings"], run.rt.precision), "params": trained_params(task)}
+    run.writer.json(dirs.metrics / STUDENT_LOG, log_)
+    store.publish({"teacher_build": meta["teacher_build"]})  # written last: the student is done
+    projector = getattr(task, "projector", None)
+    return StudentResult(variant, store.key, student, projector, log_, evaluation, dirs)
 
 
 def trained_params(task: nn.Module) -> dict[str, int]:

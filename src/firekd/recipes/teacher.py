@@ -10,6 +10,7 @@ teacher and no GPU trains the same teacher twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,21 +18,23 @@ import torch
 from torch import nn
 
 from firekd.checkpoints import is_firekd_checkpoint, load_model, load_payload
+from firekd.config import RunConfig
 from firekd.data.splits import split_digest
 from firekd.diskspace import human_bytes
 from firekd.engine import distributed
 from firekd.engine.evaluation import Evaluation, evaluate_model
 from firekd.engine.loop import FitConfig, fit
 from firekd.errors import ModelError
-from firekd.io import read_json, write_json
+from firekd.io import Writer, read_json
 from firekd.kd.distiller import Supervised
-from firekd.keys import file_digest, stable_hash, teacher_settings
+from firekd.keys import Lineage, file_digest, stable_hash, teacher_settings
 from firekd.models import create_teacher
 from firekd.models.memory import free_device_bytes, should_checkpoint
 from firekd.recipes.context import FileCheckpointer, SeedRun
 from firekd.recipes.data import DataBundle
 from firekd.reporting.plots import training_curves
-from firekd.rundir import CHECKPOINTS, TEACHER_CURVES, TEACHER_LOG, teacher_store, waiting
+from firekd.rundir import CHECKPOINTS, TEACHER_CURVES, TEACHER_LOG, SeedDirs, teacher_store
+from firekd.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class TeacherResult:
     folder: Path
     key: str
     reused: bool = False
+    build: str | None = None  # the store's build id: students of another build are stale
     efficiency: dict = field(default_factory=dict)
 
     @property
@@ -141,37 +145,63 @@ def grad_checkpointing(run: SeedRun, name: str) -> bool:
     return True
 
 
-def obtain_teacher(run: SeedRun, name: str, retrained: set[str], *,
-                   own_variant: str | None = None) -> TeacherResult:
-    """Reuse the stored teacher for these inputs, or train it (once, under its lock). With
-    --retrain_teacher a stored teacher is trained again, once per invocation: ``retrained`` holds
-    the folders of the teachers this invocation has trained. ``own_variant``: with
-    --no_teacher_reuse every variant trains a teacher of its own."""
-    settings = teacher_settings(run.cfg, name, run.seed, run.data.fingerprint, run.world_size)
+def teacher_store_of(cfg: RunConfig, name: str, lineage: Lineage, *, writer: Writer,
+                     own_variant: str | None = None) -> tuple[Store, dict]:
+    """The store of teacher ``name`` for this lineage and these settings, and those settings."""
+    settings = teacher_settings(cfg, name, lineage)
     key = stable_hash(settings)
-    store = teacher_store(run.output, name, run.seed, key, own_variant)
-    retrain = run.cfg.execution.retrain_teacher and str(store) not in retrained
-    done = store / TEACHER_LOG
-    on_wait = lambda who: log.info("teacher %s seed %d: waiting for %s, which is training it",  # noqa: E731
+    folder = teacher_store(cfg.execution.output, name, lineage.seed, key, own_variant)
+    return Store(folder, key, writer=writer, name="teacher"), settings
+
+
+def obtain_teacher(run: SeedRun, name: str, retrained: set[str], *, own_variant: str | None = None,
+                   link_into: Iterable[SeedDirs] = ()) -> TeacherResult:
+    """Reuse the stored teacher for these inputs, or train it (once, under its lock), and link it
+    into the seed folders ``link_into`` while still holding the lock (so a concurrent
+    --retrain_teacher never takes a consumer's teacher away). With --retrain_teacher a stored
+    teacher is trained again, once per invocation: ``retrained`` holds the folders of the teachers
+    this invocation has trained. ``own_variant``: with --no_teacher_reuse every variant trains a
+    teacher of its own."""
+    store, settings = teacher_store_of(run.cfg, name, run.lineage, writer=run.writer, own_variant=own_variant)
+    retrain = run.cfg.execution.retrain_teacher and str(store.folder) not in retrained
+    on_wait = lambda who: log.info("teacher %s seed %d: waiting for %s, which holds it",  # noqa: E731
                                    name, run.seed, who)
-    with waiting(store / ".lock", on_wait=on_wait, enabled=run.writer.enabled):
+    with store.held(on_wait=on_wait):
         # under torchrun only rank 0 holds the lock: every rank follows its reading of the store
-        if distributed.from_main(done.exists() and not retrain):
-            model, _ = load_model(store / CHECKPOINTS["teacher"], kind="teacher")
-            model = run.rt.prepare_model(model)
-            log.info("teacher %s seed %d: reusing %s (trained earlier with the same settings)",
-                     name, run.seed, store)
-            evaluation = evaluate_model(model, run.loaders.val, run.loaders.test, run.rt)
-            return TeacherResult(model, read_json(done), evaluation, store, key, reused=True)
-        if done.exists():
-            log.info("teacher %s seed %d: retraining (--retrain_teacher)", name, run.seed)
-            run.writer.remove(*store.glob("teacher_*"))
-        retrained.add(str(store))
-        return _train_teacher(run, name, settings, store, key)
+        if distributed.from_main(store.done() and not retrain):
+            result = _reuse_teacher(run, name, store)
+        else:
+            if store.done():
+                log.info("teacher %s seed %d: retraining (--retrain_teacher)", name, run.seed)
+                store.clear()
+            retrained.add(str(store.folder))
+            result = _train_teacher(run, name, settings, store)
+        for dirs in link_into:
+            link_teacher(run.writer, result, dirs)
+    return result
 
 
-def _train_teacher(run: SeedRun, name: str, settings: dict, store: Path, key: str) -> TeacherResult:
-    cfg = run.cfg
+def link_teacher(writer: Writer, teacher: TeacherResult, dirs: SeedDirs) -> None:
+    """The shared teacher's checkpoint, log and curves, linked into a variant's seed folders (hold
+    the teacher's lock)."""
+    writer.link(teacher.checkpoint, dirs.models / CHECKPOINTS["teacher"])
+    writer.link(teacher.folder / TEACHER_LOG, dirs.metrics / TEACHER_LOG)
+    if (teacher.folder / TEACHER_CURVES).exists():
+        writer.link(teacher.folder / TEACHER_CURVES, dirs.graphs / TEACHER_CURVES)
+
+
+def _reuse_teacher(run: SeedRun, name: str, store: Store) -> TeacherResult:
+    model, _ = load_model(store.folder / CHECKPOINTS["teacher"], kind="teacher")
+    model = run.rt.prepare_model(model)
+    log.info("teacher %s seed %d: reusing %s (trained earlier with the same settings)", name, run.seed,
+             store.folder)
+    evaluation = evaluate_model(model, run.loaders.val, run.loaders.test, run.rt)
+    return TeacherResult(model, read_json(store.folder / TEACHER_LOG), evaluation, store.folder, store.key,
+                         reused=True, build=store.build)
+
+
+def _train_teacher(run: SeedRun, name: str, settings: dict, store_: Store) -> TeacherResult:
+    cfg, store = run.cfg, store_.folder
     torch.manual_seed(run.seed)
     model = build_teacher(run, name)
     if grad_checkpointing(run, name):  # before the weights reach the GPU: free memory as the run starts
@@ -197,6 +227,6 @@ def _train_teacher(run: SeedRun, name: str, settings: dict, store: Path, key: st
     evaluation = evaluate_model(model, run.loaders.val, run.loaders.test, run.rt)
     ckpt.finish(evaluation.thresholds)
     log_ = train_log(result, settings, run.rt.precision)
-    if run.writer.enabled:
-        write_json(store / TEACHER_LOG, log_)  # the completion marker, written last
-    return TeacherResult(model, log_, evaluation, store, key)
+    run.writer.json(store / TEACHER_LOG, log_)
+    build = store_.publish({"settings": settings})  # the completion marker, written last
+    return TeacherResult(model, log_, evaluation, store, store_.key, build=build)

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from firekd.kd.variants import CONTROL, VARIANTS
+from firekd.kd.variants import CONTROL, VARIANTS, split_run_name
 
 F1_METRICS = ("f1_macro", "f1_fire", "f1_smoke")
 # (key, column title, format): shown only when some model has them
@@ -17,14 +17,6 @@ EFFICIENCY = (("params", "params (M)", lambda v: f"{v / 1e6:.2f}"),
               ("latency_ms_b1", "latency b1 (ms)", lambda v: f"{v:.2f}"),
               ("latency_ms_b32", "latency b32 (ms)", lambda v: f"{v:.1f}"))
 MODEL_ORDER = ("teacher", "student", "student_quantized", "student_pruned")
-
-
-def split_run_name(name: str) -> tuple[str, str]:
-    """'efficientnet_b7_kl_l2_bce' -> ('efficientnet_b7', 'kl_l2_bce'): the longest variant suffix."""
-    for variant in sorted(VARIANTS, key=len, reverse=True):
-        if name.endswith(f"_{variant}"):
-            return name[: -len(variant) - 1], variant
-    return name, ""
 
 
 def model_order(models) -> list[str]:
