@@ -79,7 +79,9 @@ def test_resample_split_draws_each_seed_its_own_split(synth_small):
     assert data.for_seed(1) is one  # drawn once per seed
     assert not np.array_equal(one.records["split_assigned"], two.records["split_assigned"])
     assert one.fingerprint != two.fingerprint
-    assert one.shared_fingerprint == two.shared_fingerprint == data.fingerprint
+    assert one.run_lineage(1) == two.run_lineage(1) == data.run_lineage(1)  # one run key for all seeds
+    assert data.run_lineage(1).data != data.fingerprint  # marked: never a fixed split's run key
+    assert data.lineage(2, 1).data == two.fingerprint and two.lineage(2, 1) == data.lineage(2, 1)
     for seed_data in (one, two):
         assert (seed_data.records["split_assigned"] == "train").sum() == 10
     # the seed's split is the one a plain split with split seed = training seed gives
@@ -135,7 +137,8 @@ def test_each_seeds_teacher_control_and_students_share_the_seeds_own_split(synth
     caplog.clear()
     code, _, err = run_cli(args, capsys)  # a rerun finds every seed done: the seed keys are stable
     assert code == 0, err
-    assert caplog.text.count("already done, skipping") == 4
+    assert caplog.text.count("already done, skipping") == 2  # the KD seeds; the controls: in their store
+    assert "epoch 1/1" not in caplog.text  # nothing trained again, the controls neither
 
 
 def test_label_fraction_is_a_flag_with_a_checked_value(synth_small, tmp_path, capsys):

@@ -51,16 +51,17 @@ SEED_FIGURES = (
 
 
 def result_settings() -> tuple[str, ...]:
-    """Every setting that changes a result (the KEY fields that have a flag, see `firekd.config`),
-    by flag name, data settings first: the configuration table cannot omit one."""
+    """Every setting that changes a result (the KEY fields, and the DATA fields, which change the data
+    a model sees, that have a flag; see `firekd.options`), by flag name, data settings first: the
+    configuration table cannot omit one."""
     from dataclasses import fields
 
     from firekd.config import STAGES, DataConfig, flag_name
-    from firekd.options import KEY, kind_of
+    from firekd.options import DATA, KEY, kind_of
 
     stages = (DataConfig, *(cls for name, cls in STAGES.items() if name != "execution"))
     return tuple(flag_name(f) for cls in stages for f in fields(cls)
-                 if kind_of(f) == KEY and f.metadata.get("cli", True))
+                 if kind_of(f) in (KEY, DATA) and f.metadata.get("cli", True))
 
 
 SHOWN_SETTINGS = result_settings()
