@@ -31,7 +31,7 @@ SPECIAL = {  # values for fields whose default has no obvious "other value"
     "base_path": "/elsewhere", "ir_range": (0.0, 1.0), "split_file": "split.csv", "weights": "w.pth",
     "cache_dir": "/cache", "ray_address": "ray://x", "loss_weights": {"kl": 0.55, "bce": 0.45},
     "columns": ColumnNames(rgb="rgb_file"), "gpus": (0,), "split_ratios": (0.6, 0.2, 0.2),
-    "unlabeled_csv": "unlabeled.csv",
+    "unlabeled_csv": "unlabeled.csv", "steps": 100, "n_labelled": 10, "label_fraction": 0.5, "slice_cols": ("site",),
 }
 
 

@@ -205,3 +205,40 @@ def test_synth_command_writes_unlabeled_csv_and_validates_its_options(tmp_path: 
                                  ("--unlabeled", "-3", "must be >= 0"), ("--seed", "-1", "must be >= 0")):
         code, _, err = run_cli(["synth", "--out", tmp_path, flag, value], capsys)
         assert_one_line_error(code, err, f"{flag}.*{message}")
+
+
+def test_side_labels_add_columns_and_change_no_image(tmp_path: Path, capsys):
+    from firekd.data.synthetic import SIDE_VARIABLES
+
+    config = SynthConfig(n=24, size=32, seed=3, side_labels=True)
+    assert _arrays_hash(generate(config)) == BEFORE_ARRAYS  # the scenes are the same draws
+    table = write_synthetic(config, tmp_path)
+    assert list(table.columns[-len(SIDE_VARIABLES):]) == list(SIDE_VARIABLES)
+    assert set(np.unique(table[list(SIDE_VARIABLES)].to_numpy())) <= {0, 1}
+    assert table[list(SIDE_VARIABLES)].sum().gt(0).all()  # each occurs in 24 scenes
+    # the side variables are what the scene holds: a sky band means a cold top row in IR
+    for i, sample in enumerate(generate(config)):
+        assert sample.side == {k: int(table.loc[i, k]) for k in SIDE_VARIABLES}
+        if sample.side["sky"] and not sample.fire:
+            assert sample.ir[0].mean() < 0.15 * 255
+    code = main(["synth", "--out", str(tmp_path / "cli"), "--n", "8", "--size", "32", "--side_labels",
+                 "--workers", "1"])
+    assert code == 0 and "side variables" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_teacher_pretrains_on_side_variables_without_task_labels(tmp_path: Path, capsys):
+    """The stand-in for ImageNet weights that carries no fire/smoke labels: the side variables as the
+    two labels of a teacher-only run, whose checkpoint then seeds a teacher with --teacher_weights."""
+    write_synthetic(SynthConfig(n=96, size=32, seed=7, side_labels=True), tmp_path / "pre")
+    common = ["--teachers", "resnet18", "--seeds", "1", "--epochs_teacher", "1", "--no_pretrained",
+              "--img_size", "32", "--num_workers", "0", "--batch_size", "32", "--latency_runs", "0"]
+    code = main(["ablation", "--csv", str(tmp_path / "pre/data.csv"), "--fire_col", "warm_surface",
+                 "--smoke_col", "haze", "--output", str(tmp_path / "pre_out"), "--teacher_only", *common])
+    assert code == 0
+    (checkpoint,) = (tmp_path / "pre_out/teachers/resnet18").glob("seed_1-*/teacher_best.pth")
+    write_synthetic(SynthConfig(n=96, size=32, seed=8), tmp_path / "task")
+    code = main(["ablation", "--csv", str(tmp_path / "task/data.csv"), "--output", str(tmp_path / "out"),
+                 "--teacher_weights", str(checkpoint), "--teacher_only", *common])
+    assert code == 0
+    assert list((tmp_path / "out/teachers").glob("backbone-*.pth"))  # the backbone taken from it

@@ -9,7 +9,7 @@ every artifact records the settings that made it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 
 from firekd.compress import PRUNE_METHODS
 from firekd.data.csv import ColumnNames
@@ -25,6 +25,7 @@ from firekd.options import (
     non_negative_float,
     non_negative_int,
     open_fraction,
+    open_unit_fraction,
     option,
     positive_float,
     positive_int,
@@ -82,12 +83,41 @@ class DataConfig:
                              help="rows or frames per block (--split block, and auto on video frames)")
     split_file: str | None = option(None, kind=DATA, group="split",
                                     help="reuse a split.csv written by an earlier run (row,split columns)")
+    resample_split: bool = option(False, kind=DATA, group="split", switch=(("--resample_split",), ()),
+                                  help="draw every training seed's own split (split seed = training "
+                                       "seed, instead of --split_seed): replicates that vary the "
+                                       "labelled subset, not only the initialisation. The teachers, "
+                                       "control and students of a seed share its split; each seed "
+                                       "folder records it (split.csv)")
+    n_labelled: int | None = option(None, kind=DATA, group="split", type=positive_int, metavar="N",
+                                    help="keep only N of the train split's labelled rows as labelled "
+                                         "(a draw stratified on the label combinations, seeded by the "
+                                         "split seed) and move the rest to the unlabelled pool: the KD "
+                                         "students train on them without labels; teachers and the bce "
+                                         "control never see them; validation and test are unchanged")
+    label_fraction: float | None = option(None, kind=DATA, group="split", type=open_unit_fraction,
+                                          metavar="F", help="as --n_labelled, with N = round(F x the "
+                                                            "train split's rows), at least 1")
+    # which CSV columns to report per-slice metrics on: adds metrics, changes no trained model
+    slice_cols: tuple[str, ...] = option((), flag="--slice_col", kind=EXEC, group="data",
+                                         action="append", metavar="COL",
+                                         help="a categorical CSV column (e.g. hidden_in_rgb, a site, day "
+                                              "or night): recall, precision and F1 per label on each of "
+                                              "its values, for every model, in final_evaluation.json, "
+                                              "aggregated_results.json, compare and the report; "
+                                              "repeatable")
 
     def __post_init__(self) -> None:
         if any(r <= 0 for r in self.split_ratios):
             raise ConfigError(f"--split_ratios: every ratio must be > 0, got {list(self.split_ratios)}")
         if self.ir_range is not None and not self.ir_range[0] < self.ir_range[1]:
             raise ConfigError(f"--ir_range: LO must be below HI, got {list(self.ir_range)}")
+        if self.n_labelled is not None and self.label_fraction is not None:
+            raise ConfigError("--n_labelled and --label_fraction: give one of them, not both")
+        if self.resample_split and (self.split_file or self.split == "column"):
+            given = "--split_file" if self.split_file else "--split column"
+            raise ConfigError(f"--resample_split draws a split per seed; {given} fixes one: drop one "
+                              "of them")
 
 
 @dataclass(frozen=True)
@@ -116,14 +146,21 @@ class TeacherConfig:
                          help="maximum teacher epochs; 0 leaves the teacher as initialised (ImageNet "
                               "weights, or random with --no_pretrained): a teacher that knows nothing, the "
                               "negative control of distillation")
+    steps: int | None = option(None, flag="--steps_teacher", group="training", type=positive_int,
+                               metavar="N",
+                               help="teacher schedule in optimizer steps instead of epochs (few labelled "
+                                    "pairs make few steps per epoch): N steps, rounded up to whole "
+                                    "epochs; replaces --epochs_teacher")
     lr: float = option(1e-4, flag="--lr_teacher", group="training", type=positive_float,
                        help="teacher peak learning rate")
     patience: int = option(10, flag="--patience_teacher", group="training", type=positive_int,
                            help="teacher early-stopping patience in epochs on validation macro-F1")
     modalities: str = option("rgb+ir", flag="--teacher_modalities", group="models",
-                             choices=("rgb+ir", "rgb"),
-                             help="teacher input: rgb+ir, or rgb for an RGB-only teacher; rgb also "
-                                  "accepts a CSV without IR")
+                             choices=("rgb+ir", "rgb"), nargs="+",
+                             help="teacher input: rgb+ir, or rgb for an RGB-only teacher (rgb also "
+                                  "accepts a CSV without IR); both (rgb+ir rgb): each teacher is "
+                                  "trained once per seed with each input, in one study whose students "
+                                  "pair by seed, the RGB-only runs named {teacher}-rgb_{variant}")
     pretrained: bool = option(True, group="models", switch=((), ("--no_pretrained",)),
                               help="initialise teachers randomly instead of from ImageNet weights")
     weights: str | None = option(None, flag="--teacher_weights", group="models", content=True,
@@ -137,6 +174,13 @@ class TeacherConfig:
                                      help="activation checkpointing of the teacher's trunk while it "
                                           "trains: on, off, or auto = on when the estimated training "
                                           "memory exceeds 75%% of the GPU's free memory (never on CPU)")
+
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """Maximum epochs: --epochs_teacher, or --steps_teacher rounded up to whole epochs."""
+        if self.steps is None:
+            return self.epochs
+        return -(-self.steps // max(1, steps_per_epoch))
 
 
 @dataclass(frozen=True)
@@ -303,6 +347,19 @@ class RunConfig:
     teachers: tuple[str, ...] = ("resnet152",)
     variants: tuple[str, ...] = ("kl_bce",)
     seeds: tuple[int, ...] = (42, 123, 456, 789, 1024)
+    # the teacher inputs of the study (--teacher_modalities); () = the teacher stage's one
+    modalities: tuple[str, ...] = ()
+
+    def per_modality(self) -> list[RunConfig]:
+        """The study as one grid per teacher input: with several inputs, each grid's teacher stage
+        has one input and its teachers go by their labels (`firekd.models.teacher_label`)."""
+        if len(self.modalities) <= 1:
+            return [self]
+        from firekd.models.registry import teacher_label
+
+        return [replace(self, teacher=replace(self.teacher, modalities=m), modalities=(m,),
+                        teachers=tuple(teacher_label(t, m) for t in self.teachers))
+                for m in self.modalities]
 
     def to_dict(self) -> dict:
         return asdict(self)

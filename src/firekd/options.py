@@ -86,6 +86,13 @@ def open_fraction(text: str) -> float:
     return value
 
 
+def open_unit_fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def unit_fraction(text: str) -> float:
     value = _number(text, float)
     if not 0 <= value <= 1:

@@ -76,7 +76,8 @@ def add_field(g, f: dataclasses.Field, **overrides: Any) -> None:
         return
     kwargs = {**f.metadata.get("argparse", {}), "help": f.metadata["help"], **overrides}
     if f.default is not dataclasses.MISSING and not kwargs.get("required"):
-        kwargs["default"] = f.default
+        # a repeatable flag appends to a copy of its default, which must be a list
+        kwargs["default"] = list(f.default) if kwargs.get("action") == "append" else f.default
     kwargs["help"] = _with_default(kwargs["help"], kwargs.get("default"))
     g.add_argument(f.metadata.get("flag") or f"--{f.name}", dest=flag_name(f), **kwargs)
 
@@ -100,7 +101,7 @@ def _add_switch(g, f: dataclasses.Field) -> None:
 
 
 def _with_default(text: str, default: Any) -> str:
-    if default is None or default == {} or "default:" in text:
+    if default is None or default in ({}, [], ()) or "default:" in text:
         return text
     shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
     return f"{text} (default: {shown})"
@@ -157,4 +158,7 @@ def add_latency_args(g, *, threads_help: str) -> None:
 
 
 def add_teacher_modalities_arg(g) -> None:
-    add_field(g, field_of(TeacherConfig, "modalities"))
+    """One teacher input (the data commands: which files the data needs)."""
+    field = field_of(TeacherConfig, "modalities")
+    add_field(g, field, nargs=None, help="teacher input: rgb+ir, or rgb for an RGB-only teacher (rgb "
+                                          "also accepts a CSV without IR)")

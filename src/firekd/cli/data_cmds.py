@@ -44,6 +44,11 @@ def register(sub) -> None:
                    help="also write N unlabelled pairs (own scenes, same distribution) under "
                         "unlabeled/ and their unlabeled.csv (rgb_path, ir_path) beside data.csv, for "
                         "--unlabeled_csv (default: 0)")
+    p.add_argument("--side_labels", action="store_true",
+                   help="also write each scene's side variables as 0/1 columns of data.csv (sky, "
+                        "forest, orange_object, glare, warm_surface, haze): labels a teacher can be "
+                        "pretrained on without seeing fire or smoke labels, e.g. firekd train "
+                        "--fire_col warm_surface --smoke_col haze --teacher_only (see README)")
     p.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="generator processes (default: min(4, CPUs))")
     p.set_defaults(func=run_synth)
@@ -75,7 +80,7 @@ def run_synth(args: argparse.Namespace) -> int:
     config = SynthConfig(n=args.n, size=args.size, seed=args.seed, fire_rate=args.fire_rate,
                          smoke_rate=args.smoke_rate, hidden_fire_rate=args.hidden_fire_rate,
                          small_fire_rate=args.small_fire_rate, distractor_rate=args.distractor_rate,
-                         rgb_cue=args.rgb_cue, unlabeled=args.unlabeled)
+                         rgb_cue=args.rgb_cue, unlabeled=args.unlabeled, side_labels=args.side_labels)
     table = write_synthetic(config, args.out, workers=args.workers)
     combos = table.groupby(["fire", "smoke"]).size()
     print(f"wrote {len(table)} RGB+IR pairs ({args.size}x{args.size}) and {args.out}/data.csv")
@@ -87,6 +92,11 @@ def run_synth(args: argparse.Namespace) -> int:
     print(f"  fire not visible in RGB ({hidden}): {int(table['hidden_in_rgb'].sum())}")
     if args.unlabeled:
         print(f"wrote {args.unlabeled} unlabelled RGB+IR pairs and {args.out}/unlabeled.csv")
+    if args.side_labels:
+        from firekd.data.synthetic import SIDE_VARIABLES
+
+        counts = ", ".join(f"{k} {int(table[k].sum())}" for k in SIDE_VARIABLES)
+        print(f"  side variables (0/1 columns, count of 1s): {counts}")
     return 0
 
 

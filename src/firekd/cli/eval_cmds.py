@@ -60,6 +60,9 @@ def register(sub) -> None:
                    help="IR channels (default: as in training)")
     p.add_argument("--ir_range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="16-bit/radiometric IR range mapped to [0, 1] (default: as in training)")
+    p.add_argument("--slice_col", action="append", default=[], metavar="COL",
+                   help="a categorical column of --csv (e.g. hidden_in_rgb): recall, precision and F1 "
+                        "per label on each of its values, in the metrics JSON; repeatable")
     p.add_argument("--batch_size", type=positive_int, default=64, help="batch size (default: 64)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--out", default="evaluation", metavar="DIR",
@@ -95,13 +98,20 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from firekd.recipes.compare import compare
-    from firekd.recipes.report import distillation_answer, write_report
+    from firekd.recipes.report import distillation_answer, ir_lines, teacher_check_lines, write_report
 
     cmp = compare(args.output, args.teacher)
     files = write_report(args.output, args.teacher, embed=args.embed, out_dir=args.out, comparison=cmp)
     print("What distillation buys (student test F1 macro, paired by seed):")
     for line in distillation_answer(cmp):
         print(f"- {line}")
+    ir = ir_lines(cmp)
+    if ir:
+        print("What IR adds (KD from the RGB+IR teacher minus KD from the RGB-only teacher, paired by seed):")
+        for line in ir:
+            print(f"- {line}")
+    for line in teacher_check_lines(cmp):
+        print(f"- {line.replace('**', '')}")
     print(f"report: {files['markdown']} and {files['html']}")
     return 0
 
@@ -115,7 +125,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                       skip_missing=args.skip_missing, img_size=args.img_size, ir_channels=args.ir_channels,
                       ir_range=tuple(args.ir_range) if args.ir_range else None,
                       thresholds=tuple(args.thresholds) if args.thresholds else None,
-                      batch_size=args.batch_size, device=args.device)
+                      batch_size=args.batch_size, device=args.device, slice_cols=tuple(args.slice_col))
     result = evaluate_checkpoint(req)
     stem = f"{Path(args.checkpoint).stem}_{Path(args.csv).stem}_{args.split}"
     metrics_path, preds_path = Path(args.out) / f"{stem}.json", Path(args.out) / f"{stem}_predictions.csv"
@@ -128,9 +138,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"  F1 macro {m['f1_macro']:.4f} (bootstrap 95% CI [{_num(m['f1_macro_boot_low'])}, "
           f"{_num(m['f1_macro_boot_high'])}]), F1 fire {m['f1_fire']:.4f}, F1 smoke {m['f1_smoke']:.4f}, "
           f"exact-match accuracy {m['accuracy']:.4f}")
+    for line in slice_lines(m):
+        print(f"  {line}")
     print(f"written: {metrics_path}, {preds_path}")
     return 0
 
 
 def _num(value: float) -> str:
     return "n/a" if value != value else f"{value:.4f}"  # NaN on an empty set
+
+
+def slice_lines(metrics: dict) -> list[str]:
+    """One line per slice value: its sample count and recall/precision/F1 per label."""
+    from firekd.metrics.slices import parse_slice_key
+
+    lines = {}
+    for key, value in metrics.items():
+        parsed = parse_slice_key(key)
+        if parsed and not parsed[0].startswith("positives_"):
+            metric, column, category = parsed
+            text = f"n {int(value)}" if metric == "n" else f"{metric.replace('_', ' ')} {_num(value)}"
+            lines.setdefault(f"{column} = {category}", []).append(text)
+    return [f"{where}: {', '.join(parts)}" for where, parts in lines.items()]

@@ -85,11 +85,13 @@ def add_training_args(p: argparse.ArgumentParser, *, ablation: bool = False) -> 
 def run_config(args: argparse.Namespace, teachers: list[str], variants: list[str]) -> RunConfig:
     from firekd.models import resolve_teacher_name
 
-    teacher = stage_from_args(TeacherConfig, args)
+    given = args.teacher_modalities
+    modalities = tuple(dict.fromkeys([given] if isinstance(given, str) else given))
+    teacher = stage_from_args(TeacherConfig, args, modalities=modalities[0])
     student = stage_from_args(StudentConfig, args)
     check_loss_weights(variants, student.loss_weights)
     return RunConfig(
-        data=data_config(args, require_ir=teacher.modalities == "rgb+ir"),
+        data=data_config(args, require_ir="rgb+ir" in modalities), modalities=modalities,
         optim=stage_from_args(OptimConfig, args), teacher=teacher, student=student,
         compress=stage_from_args(CompressConfig, args), execution=stage_from_args(ExecConfig, args),
         teachers=tuple(dict.fromkeys(resolve_teacher_name(t) for t in teachers)),

@@ -249,3 +249,46 @@ def _warn_duplicates(records: pd.DataFrame, csv_path: Path) -> None:
         log.warning("%s: %d duplicate row(s) (same image files), e.g. lines %s; they are kept, in one "
                     "split",
                     csv_path, int(dup.sum()), ", ".join(map(str, first)))
+
+
+MAX_SLICE_VALUES = 20  # more distinct values than this: not a categorical column
+
+
+def read_slices(csv_path: str | Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The slice columns (``--slice_col``) of a CSV as strings, indexed by CSV line (``row``).
+    A column that is absent, has an empty value, or is not categorical (a number with a fraction,
+    or more than MAX_SLICE_VALUES distinct values) ends in one DataError naming file, column, line."""
+    csv_path = Path(csv_path)
+    table = _read_table(csv_path)
+    lower = {c.lower(): c for c in table.columns}
+    out = pd.DataFrame(index=pd.Index([line_number(i) for i in range(len(table))], name="row"))
+    for column in dict.fromkeys(columns):
+        found = lower.get(column.lower())
+        if found is None:
+            raise DataError(f"{csv_path}: no column '{column}' (--slice_col); columns: "
+                            f"{', '.join(table.columns)}")
+        values = table[found].str.strip()
+        empty = values.str.lower().isin(("", "nan", "na", "none", "null"))
+        if empty.any():
+            pos = int(empty.to_numpy().nonzero()[0][0])
+            raise DataError(f"{csv_path}: line {line_number(pos)}: column '{found}' (--slice_col) has no "
+                            f"value ({int(empty.sum())} row(s) without one); every row needs a category")
+        out[column] = _categories(values, found, csv_path).to_numpy()
+    return out
+
+
+def _categories(values: pd.Series, column: str, csv_path: Path) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    fractional = numbers.notna() & (numbers != numbers.round())
+    if fractional.any():
+        pos = int(fractional.to_numpy().nonzero()[0][0])
+        raise DataError(f"{csv_path}: line {line_number(pos)}: column '{column}' (--slice_col) has the value "
+                        f"'{values.iloc[pos]}'; a slice column must be categorical (labels or whole numbers)")
+    values = values.copy()
+    whole = numbers.notna()
+    values[whole] = numbers[whole].astype("int64").astype(str)  # "1.0" and "1" are one category
+    distinct = values.nunique()
+    if distinct > MAX_SLICE_VALUES:
+        raise DataError(f"{csv_path}: column '{column}' (--slice_col) has {distinct} distinct values; a "
+                        f"slice column must be categorical (at most {MAX_SLICE_VALUES} values)")
+    return values

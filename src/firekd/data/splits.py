@@ -29,6 +29,7 @@ from scipy.sparse.csgraph import connected_components
 from firekd.errors import DataError
 
 SPLITS = ("train", "val", "test")
+UNLABELED = "unlabeled"  # a training row whose labels are not used (the unlabelled pool)
 COMBO_NAMES = ("none", "fire", "smoke", "both")
 METHODS = ("auto", "random", "stratified", "block", "column")
 SYNONYMS = {"stratified": "random"}  # the old name of the random split, still accepted
@@ -276,6 +277,43 @@ def make_split(records: pd.DataFrame, *, method: str = "auto", ratios=(0.7, 0.15
     return split_records(records, method=method, ratios=ratios, seed=seed, block_size=block_size)[0]
 
 
+def labelled_count(n_train: int, *, n: int | None = None, fraction: float | None = None) -> int:
+    """How many train rows stay labelled under --n_labelled / --label_fraction (all without)."""
+    if n is not None:
+        if n > n_train:
+            raise DataError(f"--n_labelled {n}: the train split has only {n_train} labelled rows")
+        return n
+    if fraction is not None:
+        return max(1, round(fraction * n_train))
+    return n_train
+
+
+def keep_labelled(split: np.ndarray, combos: np.ndarray, keep: int, seed: int) -> np.ndarray:
+    """The split with all but ``keep`` train rows moved to the unlabelled pool (``UNLABELED``);
+    validation and test rows untouched. The kept rows are a draw stratified on the label
+    combinations (largest-remainder shares per combination, at least one row of each combination
+    present when ``keep`` allows), from a generator seeded by ``seed``."""
+    split, combos = np.asarray(split, dtype=object).copy(), np.asarray(combos)
+    train = np.nonzero(split == "train")[0]
+    if keep >= len(train):
+        return split
+    present, counts = np.unique(combos[train], return_counts=True)
+    share = keep * counts / counts.sum()
+    quota = np.floor(share).astype(int)
+    by_remainder = np.argsort(-(share - quota), kind="stable")
+    quota[by_remainder[:keep - quota.sum()]] += 1  # largest remainders take the rows left over
+    if keep >= len(present):  # every combination keeps a labelled example, taken from the largest
+        for i in np.nonzero(quota == 0)[0]:
+            quota[np.argmax(quota)] -= 1
+            quota[i] = 1
+    rng = np.random.default_rng(seed)
+    kept = np.concatenate([rng.choice(train[combos[train] == c], size=q, replace=False)
+                           for c, q in zip(present, quota, strict=True)])
+    moved = np.setdiff1d(train, kept)
+    split[moved] = UNLABELED
+    return split
+
+
 def straddling_images(split: pd.Series, same_image: np.ndarray) -> int:
     """Rows whose image also appears in another split (a given split column or split file)."""
     per_image = pd.Series(np.asarray(split)).groupby(np.asarray(same_image)).transform("nunique")
@@ -332,7 +370,7 @@ def load_split(path: str | Path, records: pd.DataFrame) -> pd.Series:
             raise DataError(f"{path}: line {int(records['row'].iloc[differ[0]])} names "
                             f"{saved[differ[0]]} in the split file but {now[differ[0]]} in the CSV")
     split = by_row.loc[records["row"], "split"].to_numpy()
-    bad = ~np.isin(split, SPLITS)
+    bad = ~np.isin(split, (*SPLITS, UNLABELED))
     if bad.any():
-        raise DataError(f"{path}: split value '{split[bad][0]}' is not one of train/val/test")
+        raise DataError(f"{path}: split value '{split[bad][0]}' is not one of train/val/test/{UNLABELED}")
     return pd.Series(split, index=records.index)

@@ -14,7 +14,7 @@ generator, so the rest of the image is unchanged and 0 gives exactly the images 
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -38,6 +38,7 @@ class SynthConfig:
     distractor_rate: float = 0.35  # probability of each distractor kind per image
     rgb_cue: float = 0.0  # strength of the warm glow a fire buried under smoke leaves in RGB (1: plain)
     unlabeled: int = 0  # extra pairs written without labels (unlabeled.csv)
+    side_labels: bool = False  # also write the scene's side variables as columns (SIDE_VARIABLES)
 
     def __post_init__(self) -> None:
         if not 0 <= self.rgb_cue <= 1:
@@ -53,6 +54,19 @@ class SynthSample:
     fire: int
     smoke: int
     hidden_fire: bool  # fire present but not visible in RGB
+    side: dict[str, int] = field(default_factory=dict)  # the scene's side variables (SIDE_VARIABLES)
+
+
+# What a scene holds besides fire and smoke, each 0/1: labels a teacher can be pretrained on without
+# ever seeing the task's (a stand-in for ImageNet weights that carries no fire/smoke labels).
+SIDE_VARIABLES = {
+    "sky": "a sky band above the horizon (RGB and IR)",
+    "forest": "forest terrain (else grass, soil or burnt ground)",
+    "orange_object": "an orange or red object that is not hot (RGB only)",
+    "glare": "sun glare (RGB only)",
+    "warm_surface": "a warm non-fire surface, road or roof (IR, grey in RGB)",
+    "haze": "fog or cloud that resembles smoke (RGB only)",
+}
 
 
 def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -80,14 +94,15 @@ def _blend(rgb: np.ndarray, color, alpha: np.ndarray) -> np.ndarray:
     return rgb * (1 - alpha[..., None]) + np.asarray(color, np.float32) * alpha[..., None]
 
 
-def _terrain(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """RGB and IR background; returns the row where the ground starts (sky above)."""
+def _terrain(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """RGB and IR background; returns the row where the ground starts (sky above) and the terrain."""
     tex, veg = _fractal(rng, s), _fractal(rng, s)
     palettes = {"forest": ((0.10, 0.22, 0.08), (0.05, 0.12, 0.04)),
                 "grass": ((0.45, 0.50, 0.20), (0.25, 0.35, 0.12)),
                 "soil": ((0.45, 0.35, 0.22), (0.30, 0.25, 0.15)),
                 "burnt": ((0.22, 0.20, 0.18), (0.12, 0.11, 0.10))}
-    ground, trees = palettes[rng.choice(list(palettes))]
+    terrain = str(rng.choice(list(palettes)))
+    ground, trees = palettes[terrain]
     tree_mask = (veg > rng.uniform(0.4, 0.6)).astype(np.float32)
     rgb = np.asarray(ground, np.float32) * (0.6 + 0.8 * tex[..., None])
     rgb = _blend(rgb, trees, tree_mask * 0.8)
@@ -97,7 +112,7 @@ def _terrain(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray, 
         sky = np.linspace(0.9, 0.6, horizon, dtype=np.float32)[:, None, None]
         rgb[:horizon] = sky * np.asarray((0.55, 0.70, 0.95), np.float32)
         ir[:horizon] = 0.08
-    return rgb * rng.uniform(0.7, 1.2), ir, horizon
+    return rgb * rng.uniform(0.7, 1.2), ir, horizon, terrain
 
 
 def _flame_color(intensity: np.ndarray) -> np.ndarray:
@@ -132,24 +147,31 @@ def _add_plume(rng, rgb, s, cx, cy, density: float, grey: float):
     rgb[:] = _blend(rgb, (grey, grey, grey * 0.98), np.clip(plume * density, 0, 0.95))
 
 
-def _add_distractors(rng, rgb, ir, s, rate: float):
+def _add_distractors(rng, rgb, ir, s, rate: float) -> dict[str, int]:
+    """Each distractor kind with probability ``rate``; returns which were added (0/1 by kind)."""
+    added = dict.fromkeys(("orange_object", "glare", "warm_surface", "haze"), 0)
     if rng.random() < rate:  # orange/red object: roof, vehicle, tent (not hot)
+        added["orange_object"] = 1
         x0, y0 = rng.integers(0, s - 8, size=2)
         w, h = rng.integers(4, max(5, s // 4), size=2)
         color = rng.choice([(0.9, 0.35, 0.05), (0.8, 0.1, 0.05), (0.95, 0.55, 0.1)])
         rgb[y0:y0 + h, x0:x0 + w] = color
     if rng.random() < rate:  # sun glare: bright yellow-white radial gradient
+        added["glare"] = 1
         glare = _blob(s, rng.uniform(0, s), rng.uniform(0, 0.5 * s), s * 0.12, s * 0.12)
         rgb[:] = _blend(rgb, (1.0, 0.95, 0.75), np.clip(glare * 1.3, 0, 0.9))
     if rng.random() < rate:  # warm non-fire surface in IR: road or roof in the sun
+        added["warm_surface"] = 1
         x0, y0 = rng.integers(0, s - 8, size=2)
         w, h = rng.integers(6, max(7, s // 3), size=2)
         ir[y0:y0 + h, x0:x0 + w] = rng.uniform(0.42, 0.52)
         rgb[y0:y0 + h, x0:x0 + w] = _blend(rgb[y0:y0 + h, x0:x0 + w], (0.45, 0.45, 0.45),
                                            np.full((min(h, s - y0), min(w, s - x0)), 0.7, np.float32))
     if rng.random() < rate:  # fog or cloud: broad whitish haze, easily mistaken for smoke
+        added["haze"] = 1
         haze = _noise(rng, s, 3) * rng.uniform(0.35, 0.6)
         rgb[:] = _blend(rgb, (0.85, 0.86, 0.88), haze)
+    return added
 
 
 def _add_glow(rng, rgb, s, cx, cy, r, strength: float):
@@ -167,8 +189,9 @@ def make_sample(config: SynthConfig, index: int, *, unlabeled: bool = False) -> 
     s = config.size
     fire = int(rng.random() < config.fire_rate)
     smoke = int(rng.random() < config.smoke_rate)
-    rgb, ir, horizon = _terrain(rng, s)
-    _add_distractors(rng, rgb, ir, s, config.distractor_rate)
+    rgb, ir, horizon, terrain = _terrain(rng, s)
+    side = {"sky": int(horizon > 0), "forest": int(terrain == "forest"),
+            **_add_distractors(rng, rgb, ir, s, config.distractor_rate)}
     hidden = False
     sources = []
     if fire:
@@ -192,7 +215,7 @@ def make_sample(config: SynthConfig, index: int, *, unlabeled: bool = False) -> 
     rgb += rng.normal(0, 0.02, rgb.shape).astype(np.float32)
     ir += rng.normal(0, 0.015, ir.shape).astype(np.float32)
     to_u8 = lambda a: np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)  # noqa: E731
-    return SynthSample(to_u8(rgb), to_u8(ir), fire, smoke, hidden and bool(fire))
+    return SynthSample(to_u8(rgb), to_u8(ir), fire, smoke, hidden and bool(fire), side)
 
 
 def _make_chunk(args: tuple[SynthConfig, range, bool]) -> list[SynthSample]:

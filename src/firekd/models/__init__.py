@@ -13,8 +13,11 @@ from firekd.models.registry import (
     register_student,
     register_teacher,
     resolve_teacher_name,
+    teacher_arch,
+    teacher_label,
 )
 from firekd.models.student import build_student
 
 __all__ = ["build_student", "create_student", "create_teacher", "list_students", "list_teachers",
-           "register_student", "register_teacher", "resolve_teacher_name"]
+           "register_student", "register_teacher", "resolve_teacher_name", "teacher_arch",
+           "teacher_label"]

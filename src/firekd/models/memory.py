@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from firekd.models.registry import create_teacher, resolve_teacher_name
+from firekd.models.registry import create_teacher, teacher_arch
 
 GiB = 2**30
 TRAINING_BYTES_PER_PARAM = 16  # fp32 weight, gradient and AdamW's two moments
@@ -73,7 +73,7 @@ def estimate_teacher_memory(name: str, batch_size: int, img_size: int,
     (the largest block). The plain path (modalities="rgb") uses timm's checkpointing: not modelled.
     """
     with torch.device("meta"):
-        model = create_teacher(resolve_teacher_name(name), img_size=img_size, ir_channels=ir_channels,
+        model = create_teacher(teacher_arch(name), img_size=img_size, ir_channels=ir_channels,
                                modalities=modalities, pretrained=False)
         rgb = torch.empty(batch_size, 3, img_size, img_size, dtype=dtype)
         ir = torch.empty(batch_size, ir_channels, img_size, img_size, dtype=dtype)

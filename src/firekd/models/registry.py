@@ -89,9 +89,26 @@ def resolve_teacher_name(name: str) -> str:
     return canonical
 
 
+RGB_ONLY_SUFFIX = "-rgb"  # a study with RGB+IR and RGB-only teachers names the RGB-only ones so
+
+
+def teacher_label(name: str, modalities: str) -> str:
+    """The name a teacher's runs and store go by in a study of several teacher inputs
+    (--teacher_modalities rgb+ir rgb): the RGB+IR teacher keeps its name (the spec's tree), the
+    RGB-only one gets ``-rgb`` (``resnet152-rgb``)."""
+    return name if modalities == "rgb+ir" else f"{name}{RGB_ONLY_SUFFIX}"
+
+
+def teacher_arch(label: str) -> str:
+    """The architecture behind a teacher label (``resnet152-rgb`` -> ``resnet152``)."""
+    base = label.removesuffix(RGB_ONLY_SUFFIX)
+    return base if base != label and _TEACHERS.resolve(base) is not None else label
+
+
 def create_teacher(name: str, **kwargs) -> nn.Module:
-    """Build a teacher by name or alias; kwargs go to its builder (see `teachers.Teacher`)."""
-    return _TEACHERS.builders[resolve_teacher_name(name)](**kwargs)
+    """Build a teacher by name, alias or label (`teacher_label`); kwargs go to its builder (see
+    `teachers.Teacher`; the label's modality is in ``modalities``)."""
+    return _TEACHERS.builders[resolve_teacher_name(teacher_arch(name))](**kwargs)
 
 
 _STUDENT_FALLBACK: list[Callable[..., nn.Module | None]] = []

@@ -22,6 +22,7 @@ from firekd.metrics.stats import aggregates_json
 from firekd.recipes.data import DataBundle, load_data, open_cache
 from firekd.recipes.efficiency import fill_teacher_efficiency
 from firekd.recipes.jobs import Job, plan, publish_controls, run_job
+from firekd.recipes.slices import add_missing_slices
 from firekd.reporting.tables import F1_METRICS, display_table, markdown, summary_frame
 from firekd.rundir import (
     AGGREGATED,
@@ -39,13 +40,21 @@ log = logging.getLogger(__name__)
 
 
 def run_ablation(cfg: RunConfig) -> dict[str, dict]:
-    """Run the grid; {run name: aggregates}."""
+    """Run the grid (one per teacher input with --teacher_modalities rgb+ir rgb: the same data,
+    seeds and controls, so the students of the two teachers pair by seed); {run name: aggregates}."""
     writer = Writer(enabled=distributed.info().is_main)
     if cfg.student.pretrained or cfg.student.weights:  # unobtainable weights fail now, not after the teachers
         from firekd.models import build_student
 
         build_student(cfg.student.arch, pretrained=cfg.student.pretrained, weights=cfg.student.weights)
     data = prepare(cfg, writer)
+    results: dict[str, dict] = {}
+    for grid in cfg.per_modality():
+        results.update(_run_grid(grid, data, writer))
+    return results
+
+
+def _run_grid(cfg: RunConfig, data: DataBundle, writer: Writer) -> dict[str, dict]:
     if cfg.execution.teacher_only:
         _execute(cfg, data, plan(cfg, data, {}), writer)
         return {}
@@ -57,6 +66,8 @@ def run_ablation(cfg: RunConfig) -> dict[str, dict]:
                                                 for v in cfg.variants if uses_teacher(v) for s in cfg.seeds]
                                             for t in cfg.teachers}, writer)
         publish_controls(cfg, data, runs, writer)
+        for run in runs.values():  # seeds that finished before --slice_col was given
+            add_missing_slices(run, data.slices, writer)
         return {run.name: aggregate(run, writer) for run in runs.values()}
 
 
@@ -98,7 +109,7 @@ def open_runs(cfg: RunConfig, data: DataBundle, writer: Writer):
 
 
 def _start_run(run: RunDir, cfg: RunConfig, data: DataBundle, writer: Writer) -> None:
-    lineage = data.lineage(0, distributed.info().world_size)
+    lineage = data.run_lineage(distributed.info().world_size)
     settings = plain(run_settings(cfg, run.teacher, run.variant, lineage))
     _check_run_settings(run, settings, cfg.execution.overwrite, writer)
     if not writer.enabled:
@@ -108,9 +119,14 @@ def _start_run(run: RunDir, cfg: RunConfig, data: DataBundle, writer: Writer) ->
                                       "outputs_key": stable_hash(outputs_settings(cfg)), "flags": cfg.flags(),
                                       "resolved": cfg.to_dict(), "split": data.split_decision.to_dict(),
                                       "samples": {"labelled": len(data.labelled),
-                                                  "unlabeled": data.unlabeled_count}})
+                                                  "unlabeled": data.unlabeled_count,
+                                                  "moved_to_unlabeled": data.moved_count},
+                                      "resampled": data.resampled()})
     write_json(run.metrics / ENVIRONMENT, environment())
-    write_csv(run.metrics / SPLIT, data.split_table())
+    if data.config.resample_split:  # no split is common to the seeds: each seed folder has its own
+        writer.remove(run.metrics / SPLIT)
+    else:
+        write_csv(run.metrics / SPLIT, data.split_table())
     write_csv(run.metrics / DATA_SUMMARY, data.summary().reset_index())  # for `firekd report`
 
 

@@ -5,7 +5,7 @@ models that only some runs have (compressed students) and of metrics that may be
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from firekd import LABELS
 from firekd.errors import FirekdError
 from firekd.io import save_figure, write_csv
 from firekd.kd.variants import CONTROL
+from firekd.metrics.slices import SLICE_METRICS, natural_order, parse_slice_key, slice_key
 from firekd.metrics.stats import holm, mcnemar_exact, paired_tests
 from firekd.reporting import plots
 from firekd.reporting.tables import F1_METRICS, model_order, summary_frame, variant_rank
@@ -28,6 +29,7 @@ class Run:
     variant: str
     folder: Path  # output/metrics/{name}
     results: dict  # aggregated_results.json
+    modality: str | None = None  # the teacher's input (rgb+ir or rgb) as config.json records it
 
     def seed_values(self, model: str, metric: str) -> dict[int, float | None]:
         summary = self.results.get(model, {}).get(metric)
@@ -40,8 +42,9 @@ class Run:
 class Comparison:
     runs: list[Run]
     summary: pd.DataFrame  # one row per (run, model): n, mean/std/CI per metric, efficiency
-    tests: pd.DataFrame  # paired tests between variants, per teacher, model and metric
+    tests: pd.DataFrame  # paired tests between variants, per teacher, model and metric (slices too)
     mcnemar: pd.DataFrame  # teacher vs each other model, per run, seed and label
+    slices: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (run, model, slice): metrics
 
 
 def find_runs(output: str | Path, teacher: str | None = None) -> list[Run]:
@@ -76,7 +79,9 @@ def _canonical(teacher: str) -> str:
 
 def _load_run(folder: Path) -> Run:
     run = RunDir.open(folder)  # aggregated from its seeds: aggregated_results.json may be stale
-    return Run(run.name, run.teacher, run.variant, folder, run.aggregate())
+    modality = run.config().get("flags", {}).get("teacher_modalities")
+    return Run(run.name, run.teacher, run.variant, folder, run.aggregate(),
+               modality if isinstance(modality, str) else None)
 
 
 def compare(output: str | Path, teacher: str | None = None, metrics=F1_METRICS) -> Comparison:
@@ -86,13 +91,89 @@ def compare(output: str | Path, teacher: str | None = None, metrics=F1_METRICS) 
         raise FirekdError(f"{output}: the runs' final_evaluation.json files hold no model results")
     summary["teacher"] = summary["run"].map({r.name: r.teacher for r in runs})
     summary["variant"] = summary["run"].map({r.name: r.variant for r in runs})
-    return Comparison(runs, summary, seed_tests(runs, metrics), mcnemar_tests(runs))
+    sliced = slice_metric_names(runs)
+    tests = seed_tests(runs, (*metrics, *sliced))
+    ir = ir_tests(runs, (*metrics, *sliced))
+    tests = pd.concat([tests, ir], ignore_index=True) if not ir.empty else tests
+    return Comparison(runs, summary, tests, mcnemar_tests(runs), slice_frame(runs, sliced))
+
+
+IR_KIND = "what IR adds"
+
+
+def ir_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(KD from the RGB+IR teacher, KD from the RGB-only teacher) of one architecture and variant:
+    the runs of a study with --teacher_modalities rgb+ir rgb."""
+    from firekd.models import teacher_arch
+
+    by_key: dict[tuple[str, str], dict[str, Run]] = {}
+    for run in runs:
+        if run.variant != CONTROL and run.modality in ("rgb+ir", "rgb"):
+            by_key.setdefault((teacher_arch(run.teacher), run.variant), {})[run.modality] = run
+    return [(pair["rgb+ir"], pair["rgb"]) for pair in by_key.values() if len(pair) == 2]
+
+
+def ir_tests(runs: list[Run], metrics=F1_METRICS) -> pd.DataFrame:
+    """Students distilled from the RGB+IR teacher against those from the RGB-only teacher, paired by
+    seed, per variant, model and metric (slices included); Holm over the variants of one
+    (architecture, model, metric)."""
+    from firekd.models import teacher_arch
+
+    rows = []
+    for a, b in ir_pairs(runs):
+        models = [m for m in model_order(a.results) if m != "teacher" and isinstance(b.results.get(m), dict)]
+        for model, metric in itertools.product(models, metrics):
+            row = _test_row(a, b, model, metric)
+            row.update(teacher=teacher_arch(a.teacher), a=f"{a.variant} from RGB+IR",
+                       b=f"{b.variant} from RGB", kind=IR_KIND, variant=a.variant)
+            rows.append(row)
+    return _with_holm(pd.DataFrame(rows))
+
+
+def slice_metric_names(runs: list[Run]) -> list[str]:
+    """The per-slice recall/precision/F1 keys (``--slice_col``) any run's models have, in order."""
+    names = {k for r in runs for model in r.results.values() if isinstance(model, dict) for k in model
+             if (parsed := parse_slice_key(k)) and parsed[0].split("_")[0] in SLICE_METRICS}
+    return sorted(names, key=_slice_order)
+
+
+def _slice_order(key: str):
+    metric, column, value = parse_slice_key(key)
+    name, label = metric.split("_", 1)
+    rank = LABELS.index(label) if label in LABELS else len(LABELS)
+    return column, natural_order(value), rank, SLICE_METRICS.index(name)
+
+
+def slice_frame(runs: list[Run], names: list[str]) -> pd.DataFrame:
+    """One row per (run, model, slice column, value): mean and 95% CI over seeds of recall,
+    precision and F1 per label, and the slice's mean sample count."""
+    rows = []
+    for run in runs:
+        for model in model_order([k for k, v in run.results.items() if isinstance(v, dict)]):
+            agg = run.results[model]
+            by_slice: dict[tuple[str, str], dict] = {}
+            for key in names:
+                if key not in agg:
+                    continue
+                metric, column, value = parse_slice_key(key)
+                row = by_slice.setdefault((column, value), {
+                    "run": run.name, "teacher": run.teacher, "variant": run.variant, "model": model,
+                    "column": column, "value": value,
+                    "samples": (agg.get(slice_key("n", column, value)) or {}).get("mean")})
+                summary = agg[key]
+                row[f"{metric}_mean"] = summary.get("mean")
+                row[f"{metric}_ci_low"] = summary.get("ci95_low")
+                row[f"{metric}_ci_high"] = summary.get("ci95_high")
+                row["n"] = max(row.get("n", 0), summary.get("n", 0))
+            rows += by_slice.values()
+    return pd.DataFrame(rows)
 
 
 def seed_tests(runs: list[Run], metrics=F1_METRICS) -> pd.DataFrame:
     """Paired (by seed) t-test and Wilcoxon for every pair of variants of a teacher, for every
     model both runs have except the (shared) teacher; each KD variant against the `bce` control
-    first. Holm-adjusted p-values within each (teacher, model, metric) family."""
+    first. Holm-adjusted p-values within each (teacher, model, metric) family: with the control
+    and k KD variants, k tests against the control plus k(k-1)/2 between variants (6 for 3)."""
     rows = []
     for teacher in dict.fromkeys(r.teacher for r in runs):
         mine = sorted((r for r in runs if r.teacher == teacher), key=lambda r: variant_rank(r.variant))
@@ -101,7 +182,11 @@ def seed_tests(runs: list[Run], metrics=F1_METRICS) -> pd.DataFrame:
                       if m != "teacher" and isinstance(b.results.get(m), dict)]
             for model, metric in itertools.product(models, metrics):
                 rows.append(_test_row(a, b, model, metric))
-    frame = pd.DataFrame(rows)
+    return _with_holm(pd.DataFrame(rows))
+
+
+def _with_holm(frame: pd.DataFrame) -> pd.DataFrame:
+    """Holm-adjusted p-values within each (teacher, model, metric) family of ``frame``'s tests."""
     if frame.empty:
         return frame
     for column in ("p_ttest", "p_wilcoxon"):
@@ -208,6 +293,9 @@ def write_comparison(cmp: Comparison, folder: Path) -> dict[str, Path]:
     """comparison.csv, tests.csv, mcnemar.csv and f1_ci_bars.png in ``folder``."""
     paths = {"table": folder / "comparison.csv", "tests": folder / "tests.csv",
              "mcnemar": folder / "mcnemar.csv", "bars": folder / "f1_ci_bars.png"}
+    if not cmp.slices.empty:
+        paths["slices"] = folder / "slices.csv"
+        write_csv(paths["slices"], cmp.slices)
     write_csv(paths["table"], cmp.summary)
     write_csv(paths["tests"], cmp.tests)
     write_csv(paths["mcnemar"], cmp.mcnemar)

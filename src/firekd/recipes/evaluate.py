@@ -16,16 +16,17 @@ from firekd import LABELS
 from firekd.checkpoints import build_from_payload, load_payload, load_state
 from firekd.compress.artifacts import is_quantized_file, load_quantized
 from firekd.data.checks import check_files
-from firekd.data.csv import ColumnNames, read_records
+from firekd.data.csv import ColumnNames, read_records, read_slices
 from firekd.data.dataset import FileSource, PairedDataset, make_loader
 from firekd.data.images import IRSpec
-from firekd.data.splits import load_split, split_digest
+from firekd.data.splits import SPLITS, load_split, split_digest
 from firekd.data.transforms import PairedTransform
 from firekd.engine.evaluation import predictions_table
 from firekd.engine.loop import predict
 from firekd.engine.runtime import Runtime, resolve_device
 from firekd.errors import ConfigError, DataError, ModelError
 from firekd.metrics.classification import evaluation_scores
+from firekd.recipes.slices import slice_metrics
 from firekd.rundir import SPLIT
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class EvalRequest:
     batch_size: int = 64
     num_workers: int = 0
     device: str = "auto"
+    slice_cols: tuple[str, ...] = ()  # categorical CSV columns: metrics per value
 
 
 @dataclass
@@ -109,6 +111,7 @@ def evaluate_checkpoint(req: EvalRequest) -> CheckpointEvaluation:
     img_size = req.img_size or data.get("img_size") or 224
     needs_ir = getattr(model, "modalities", "rgb") == "rgb+ir"
     records, spec = _records(req, data, needs_ir)
+    slices = read_slices(req.csv, req.slice_cols) if req.slice_cols else None  # checked before the work
     positions, split_file = _positions(req, records, meta)
     device = torch.device("cpu") if loader.cpu_only else resolve_device(req.device)
     rt = Runtime(device, amp=False, seed=0)
@@ -118,12 +121,14 @@ def evaluate_checkpoint(req: EvalRequest) -> CheckpointEvaluation:
     pred = predict(rt.prepare_model(model), test_loader, rt)
     thresholds, source = _thresholds(req, meta)
     metrics = evaluation_scores(pred.labels, pred.probs, thresholds=thresholds)
+    table = predictions_table(pred, dataset.rows, thresholds)
+    metrics.update(slice_metrics(table, slices))
     info = {"checkpoint": str(req.checkpoint), "kind": loaded.kind, "csv": str(req.csv), "split": req.split,
             "split_file": split_file, "n": int(len(positions)), "thresholds": thresholds.tolist(),
             "thresholds_from": source, "img_size": img_size, "device": str(device),
             "ir": {"kind": spec.kind, "channels": spec.channels,
                    "range": list(spec.value_range) if spec.value_range else None}}
-    return CheckpointEvaluation(metrics, predictions_table(pred, dataset.rows, thresholds), info)
+    return CheckpointEvaluation(metrics, table, info)
 
 
 def _records(req: EvalRequest, data: dict, needs_ir: bool) -> tuple[pd.DataFrame, IRSpec]:
@@ -181,14 +186,16 @@ def _split_of(req: EvalRequest, records: pd.DataFrame, meta: dict) -> tuple[np.n
 
 def recorded_split(checkpoint: str | Path) -> Path | None:
     """The split.csv of the run a checkpoint was saved in: OUTPUT/models/<run>/seed_<s>/<file> ->
+    OUTPUT/metrics/<run>/seed_<s>/split.csv (a seed's own split, --resample_split), else
     OUTPUT/metrics/<run>/split.csv; None when the checkpoint lies elsewhere or the file is gone."""
     path = Path(checkpoint)
     for candidate in dict.fromkeys((path.absolute(), path.resolve())):
         seed_dir, run_dir = candidate.parent, candidate.parent.parent
         if seed_dir.name.startswith("seed_") and run_dir.parent.name == "models":
-            split = run_dir.parent.parent / "metrics" / run_dir.name / SPLIT
-            if split.is_file():
-                return split
+            metrics = run_dir.parent.parent / "metrics" / run_dir.name
+            for split in (metrics / seed_dir.name / SPLIT, metrics / SPLIT):
+                if split.is_file():
+                    return split
     return None
 
 
@@ -199,6 +206,7 @@ def check_recorded_split(split_file: str | Path, meta: dict, checkpoint: str | P
     if not expected:
         return
     table = pd.read_csv(split_file)
+    table = table[table["split"].isin(SPLITS)]  # rows moved to the unlabelled pool are not in the digest
     if split_digest(table["row"], table["split"]) != expected:
         raise DataError(f"{split_file} is not the split {checkpoint} was trained with (the run folder was "
                         "written again since); pass the right split.csv with --split_file")

@@ -18,10 +18,11 @@ import torch
 
 from firekd.config import RunConfig
 from firekd.engine import distributed
-from firekd.io import NO_WRITER, Writer
+from firekd.io import NO_WRITER, Writer, read_json
 from firekd.kd.variants import CONTROL, uses_teacher
 from firekd.keys import outputs_settings, run_settings, seed_key, stable_hash, student_key
 from firekd.locks import FileLock
+from firekd.recipes.checks import check_teacher
 from firekd.recipes.compress import compress_students
 from firekd.recipes.context import ModelResult, SeedRun, seed_run
 from firekd.recipes.data import DataBundle
@@ -29,7 +30,7 @@ from firekd.recipes.efficiency import add_efficiency, stored_teacher_efficiency
 from firekd.recipes.outputs import publish, write_seed_outputs
 from firekd.recipes.student import StudentResult, train_students
 from firekd.recipes.teacher import TeacherResult, obtain_teacher, teacher_store_of
-from firekd.rundir import RunDir, SeedDirs, control_store, working_on
+from firekd.rundir import STUDENT_LOG, RunDir, SeedDirs, control_store, working_on
 from firekd.store import Store
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def _kd_done(cfg: RunConfig, data: DataBundle, run: RunDir, seed: int) -> bool:
 
 def run_job(cfg: RunConfig, data: DataBundle, job: Job, writer: Writer, retrained: set[str]) -> str:
     """Do one job. ``retrained``: the teachers this invocation trained (--retrain_teacher acts once)."""
-    run = seed_run(cfg, data, job.seed, writer)
+    run = seed_run(cfg, data.for_seed(job.seed), job.seed, writer)
     if not job.variants:
         with working_on(f"{job.teacher}_{v}" for v in cfg.variants):
             obtain_teacher(run, job.teacher, retrained)
@@ -179,7 +180,12 @@ def _train_variants(run: SeedRun, teacher_name: str | None, variants: tuple[str,
         with working_on(_run_names(cfg, teacher_name, tuple(kd))):  # not the control's logs
             teacher = obtain_teacher(run, teacher_name, retrained, own_variant=own,
                                      link_into=[folders[v] for v in kd])
+    control_log = None if CONTROL in variants else _control_log(run)
+    if teacher is not None and control_log is not None:  # before the students: the control is known
+        check_teacher(teacher_name, run.seed, teacher.train_log, control_log)
     students = train_students(run, folders, teacher)
+    if teacher is not None and CONTROL in students:  # the control trained alongside: check now
+        check_teacher(teacher_name, run.seed, teacher.train_log, students[CONTROL].train_log)
     compressed = compress_students(run, students, teacher) if cfg.compress.compress else {}
     for variant, student in students.items():
         _finish_seed(run, teacher_name, variant, teacher if uses_teacher(variant) else None, student,
@@ -189,6 +195,13 @@ def _train_variants(run: SeedRun, teacher_name: str | None, variants: tuple[str,
     log.info("seed %d: %s done in %.0fs (student f1_macro %s)", run.seed, ", ".join(variants),
              time.perf_counter() - t0,
              ", ".join(f"{v} {s.evaluation.metrics['f1_macro']:.4f}" for v, s in students.items()))
+
+
+def _control_log(run: SeedRun) -> dict | None:
+    """The training log of this seed's finished control (None when it is not trained yet)."""
+    store, dirs = control_store_of(run.cfg, run.data, run.seed, NO_WRITER)
+    path = dirs.metrics / STUDENT_LOG
+    return read_json(path) if store.done() and path.exists() else None
 
 
 def _finish_seed(run: SeedRun, teacher_name: str | None, variant: str, teacher: TeacherResult | None,
@@ -209,7 +222,8 @@ def _finish_seed(run: SeedRun, teacher_name: str | None, variant: str, teacher: 
              "outputs_key": stable_hash(outputs_settings(cfg)), "precision": run.rt.precision}
     if uses_teacher(variant):
         name = f"{teacher_name}_{variant}"
-        block |= {"name": name, "run_key": stable_hash(run_settings(cfg, teacher_name, variant, run.lineage)),
+        block |= {"name": name, "run_key": stable_hash(run_settings(cfg, teacher_name, variant,
+                                                                  data.run_lineage(run.world_size))),
                   "teacher_reused": teacher.reused, "teacher_build": teacher.build}
         title = f"{name}, seed {run.seed}"
     else:
@@ -234,7 +248,7 @@ def publish_controls(cfg: RunConfig, data: DataBundle, runs: dict[tuple[str, str
                 run = runs[teacher, CONTROL]
                 if run.seed_done(seed, store.key):
                     continue
-                settings = run_settings(cfg, teacher, CONTROL, data.lineage(seed, ws))
+                settings = run_settings(cfg, teacher, CONTROL, data.run_lineage(ws))
                 block = {"name": run.name, "run_key": stable_hash(settings),
                          "control_store": source.metrics.parent.relative_to(run.output).as_posix()}
                 publish(writer, source, run.seed(seed), block)

@@ -11,9 +11,11 @@ from firekd.io import Writer, read_json, write_csv, write_json
 from firekd.recipes.cards import write_cards
 from firekd.recipes.context import ModelResult, SeedRun
 from firekd.recipes.figures import EMBEDDED_MODELS, write_embedding_figures, write_metric_figures
+from firekd.recipes.slices import slice_metrics
 from firekd.recipes.teacher import TeacherResult
 from firekd.rundir import (
     FINAL_EVALUATION,
+    SPLIT,
     STUDENT_LOG,
     SeedDirs,
     predictions_file,
@@ -27,12 +29,15 @@ def write_seed_outputs(run: SeedRun, dirs: SeedDirs, models: dict[str, ModelResu
         return
     _figures(run, dirs.graphs, models, title, teacher)
     write_json(dirs.metrics / STUDENT_LOG, models["student"].train_log)
+    if run.data.config.resample_split:  # this seed's own split (--resample_split)
+        write_csv(dirs.metrics / SPLIT, run.data.split_table())
     rows = run.data.dataset("test").rows
+    final = {}
     for name, result in models.items():
-        write_csv(dirs.metrics / predictions_file(name),
-                  predictions_table(result.evaluation.test, rows, result.evaluation.thresholds))
+        table = predictions_table(result.evaluation.test, rows, result.evaluation.thresholds)
+        write_csv(dirs.metrics / predictions_file(name), table)
+        final[name] = {**result.evaluation.metrics, **slice_metrics(table, run.data.slices)}
     write_cards(models, run.data)  # beside each saved student form: what deploying it needs
-    final = {name: result.evaluation.metrics for name, result in models.items()}
     write_json(dirs.metrics / FINAL_EVALUATION, {**final, "run": {**run_block, "n_test": int(len(rows))}})
 
 

@@ -13,12 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from firekd import LABELS
 from firekd.data.csv import ColumnNames, read_records
 from firekd.data.splits import SplitDecision
 from firekd.errors import FirekdError
 from firekd.io import read_json, save_figure, write_text
 from firekd.kd.variants import CONTROL
+from firekd.metrics.slices import SLICE_METRICS, parse_slice_key
+from firekd.recipes.checks import ADVICE, val_f1, weak_teacher
 from firekd.recipes.compare import (
+    IR_KIND,
     Comparison,
     Run,
     compare,
@@ -31,7 +35,7 @@ from firekd.recipes.disagreement import disagreement_section
 from firekd.reporting import document as doc
 from firekd.reporting import plots
 from firekd.reporting.tables import best_against_control, display_table, shared_teacher_rows
-from firekd.rundir import DATA_SUMMARY, SPLIT, RunDir
+from firekd.rundir import DATA_SUMMARY, SPLIT, STUDENT_LOG, TEACHER_LOG, RunDir
 
 log = logging.getLogger(__name__)
 # (file, caption) in reading order; a figure that a run lacks (no teacher in `bce`) is skipped
@@ -45,10 +49,23 @@ SEED_FIGURES = (
     ("umap_teacher.png", "UMAP of the teacher's test embeddings"),
     ("umap_student.png", "UMAP of the student's test embeddings"),
 )
-SHOWN_SETTINGS = ("csv", "img_size", "split", "split_ratios", "split_seed",
-                  "student", "teacher_modalities", "pretrained", "epochs_teacher", "epochs_student",
-                  "batch_size", "lr_teacher", "lr_student", "weight_decay", "kd_temperature",
-                  "patience_teacher", "patience_student", "loss_weights", "pos_weight", "amp")
+
+
+def result_settings() -> tuple[str, ...]:
+    """Every setting that changes a result (the KEY fields, and the DATA fields, which change the data
+    a model sees, that have a flag; see `firekd.options`), by flag name, data settings first: the
+    configuration table cannot omit one."""
+    from dataclasses import fields
+
+    from firekd.config import STAGES, DataConfig, flag_name
+    from firekd.options import DATA, KEY, kind_of
+
+    stages = (DataConfig, *(cls for name, cls in STAGES.items() if name != "execution"))
+    return tuple(flag_name(f) for cls in stages for f in fields(cls)
+                 if kind_of(f) in (KEY, DATA) and f.metadata.get("cli", True))
+
+
+SHOWN_SETTINGS = result_settings()
 
 
 def write_report(output: str | Path, teacher: str | None = None, *, embed: bool = False,
@@ -80,6 +97,8 @@ def build_blocks(output: Path, cmp: Comparison, folder: Path, files: dict[str, P
     blocks += _data_section(cmp.runs)
     blocks += _config_section(cmp.runs)
     blocks += _results_section(cmp, rel(files["bars"]), rel(files["table"]))
+    if "slices" in files:
+        blocks += _slices_section(cmp, rel(files["slices"]))
     blocks += _tests_section(cmp, rel(files["tests"]), rel(files["mcnemar"]))
     for run in cmp.runs:
         blocks += _run_section(output, run, rel)
@@ -104,6 +123,80 @@ def distillation_answer(cmp: Comparison) -> list[str]:
     return [_answer(row) for row in best_against_control(cmp.summary, cmp.tests).itertuples()]
 
 
+def ir_lines(cmp: Comparison, model: str = "student") -> list[str]:
+    """One line per (architecture, KD variant) of a study with RGB+IR and RGB-only teachers."""
+    tests = cmp.tests
+    if tests.empty or "kind" not in tests:
+        return []
+    ir = tests[(tests["kind"] == IR_KIND) & (tests["model"] == model)]
+    if ir.empty:
+        return []
+    lines = []
+    for (teacher, variant), rows in ir.groupby(["teacher", "variant"], sort=False):
+        overall = rows[rows["metric"] == "f1_macro"]
+        text = f"{teacher}, `{variant}`: F1 macro " + (_diff_p(overall.iloc[0]) if len(overall) else "n/a")
+        parts = []
+        for row in rows.to_dict("records"):
+            key = parse_slice_key(row["metric"])
+            if key and key[0].startswith("recall_"):
+                parts.append(f"{key[0].replace('_', ' ')} [{key[1]} = {key[2]}] {_diff_p(row)}")
+        if parts:
+            text += "; per slice: " + "; ".join(parts)
+        lines.append(text + ".")
+    return lines
+
+
+def _diff_p(row) -> str:
+    """``+0.0123 [95% CI -0.01, +0.03], p 0.04 (Holm 0.08), 5 seeds`` from a tests row."""
+    get = row.get if isinstance(row, dict) else row.__getitem__  # a dict or a frame row
+    diff = get("mean_diff")
+    if diff is None or pd.isna(diff):
+        return "n/a (no seed with both)"
+    text = f"{diff:+.4f}"
+    low, high = get("diff_ci_low"), get("diff_ci_high")
+    if low is not None and not pd.isna(low):
+        text += f" [95% CI {low:+.4f}, {high:+.4f}]"
+    p, holm = get("p_ttest"), get("p_ttest_holm")
+    text += ", p n/a" if p is None or pd.isna(p) else f", p {p:.3g} (Holm {holm:.3g})"
+    return text + f", {int(get('n'))} seed(s)"
+
+
+def teacher_check_lines(cmp: Comparison) -> list[str]:
+    """Per teacher: in how many seeds its validation F1 macro is not above the control's."""
+    lines = []
+    controls = {r.teacher: r for r in cmp.runs if r.variant == CONTROL}
+    for teacher in dict.fromkeys(r.teacher for r in cmp.runs if r.variant != CONTROL):
+        control = controls.get(teacher)
+        kd = next(r for r in cmp.runs if r.teacher == teacher and r.variant != CONTROL)
+        if control is None:
+            lines.append(f"{teacher}: no `{CONTROL}` control run, so the teacher's validation F1 has "
+                         "nothing to be compared with.")
+            continue
+        pairs = {}
+        for seed in kd.results.get("seeds", []):
+            t = val_f1(_read(kd.folder / f"seed_{seed}" / TEACHER_LOG))
+            c = val_f1(_read(control.folder / f"seed_{seed}" / STUDENT_LOG))
+            if t is not None and c is not None:
+                pairs[seed] = (t, c)
+        if not pairs:
+            lines.append(f"{teacher}: no seed records both validation F1s (an untrained teacher has none).")
+            continue
+        weak = [s for s, (t, c) in pairs.items() if weak_teacher(t, c)]
+        numbers = "; ".join(f"seed {s}: {t:.4f} vs {c:.4f}" for s, (t, c) in pairs.items())
+        if weak:
+            lines.append(f"{teacher}: **the teacher is not better than the `{CONTROL}` control on validation "
+                         f"in {len(weak)} of {len(pairs)} seed(s)** ({numbers}); distilling from it is "
+                         f"unlikely to beat the control: {ADVICE}.")
+        else:
+            lines.append(f"{teacher}: the teacher is better than the `{CONTROL}` control on validation in "
+                         f"every seed ({numbers}).")
+    return lines
+
+
+def _read(path: Path) -> dict | None:
+    return read_json(path) if path.exists() else None
+
+
 def _answer_section(cmp: Comparison, figure: str | None) -> list:
     best = best_against_control(cmp.summary, cmp.tests)
     blocks: list = [
@@ -118,6 +211,19 @@ def _answer_section(cmp: Comparison, figure: str | None) -> list:
                     if all(_settings(r).get("lockstep") == "on" for r in cmp.runs) else "")),
         doc.Bullets(distillation_answer(cmp)),
     ]
+    ir = ir_lines(cmp)
+    if ir:
+        blocks += [doc.Para("What IR adds: per architecture and KD variant, the student distilled from the "
+                            "RGB+IR teacher minus the student distilled from the RGB-only teacher, paired by "
+                            "seed (mean difference [95% t-interval], paired t-test p with Holm over the KD "
+                            "variants in brackets); per slice the recall per label (all slice metrics are "
+                            "in the tests table):"),
+                   doc.Bullets(ir)]
+    checks = teacher_check_lines(cmp)
+    if checks:
+        blocks += [doc.Para("Is each teacher worth distilling from? Its best validation F1 macro against "
+                            f"the `{CONTROL}` control's, per seed (the same validation set):"),
+                   doc.Bullets(checks)]
     if not best.empty:
         blocks.append(doc.Table(_answer_table(best), "best KD student against the control, per teacher"))
     if figure is None:
@@ -188,9 +294,34 @@ def _data_section(runs: list[Run]) -> list:
             blocks.append(doc.Para(f"No data summary for {', '.join(names)}: neither data_summary.csv "
                                    "nor the training CSV could be read."))
         else:
-            blocks.append(doc.Table(frames[key], caption))
+            blocks.append(doc.Table(counts_display(frames[key]), caption))
     blocks += _split_sentences(runs)
+    blocks += _resampled_sentences(runs)
     return blocks
+
+
+def counts_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts as integers and "n/a" where a count does not apply (the label columns of the
+    unlabelled pairs), not ``15.0`` and ``nan`` as a CSV read back gives them."""
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = [_count(v) for v in out[column]]
+    return out
+
+
+def _resampled_sentences(runs: list[Run]) -> list:
+    """How the seeds' split and labels were drawn (--resample_split, --n_labelled/--label_fraction)."""
+    by_text: dict[str, list[str]] = {}
+    for run in runs:
+        text = _config(run).get("resampled")
+        if text:
+            by_text.setdefault(text, []).append(run.name)
+    if not by_text:
+        return []
+    if len(by_text) == 1:
+        return [doc.Para(f"Split and labels per seed: {next(iter(by_text))}.")]
+    return [doc.Para(f"Split and labels per seed: {t} (runs: {', '.join(n)}).") for t, n in by_text.items()]
 
 
 def _split_sentences(runs: list[Run]) -> list:
@@ -252,12 +383,21 @@ def _flat(d: dict, prefix: str = "") -> dict[str, str]:
         if isinstance(v, dict) and k != "loss_weights":
             out.update(_flat(v, f"{prefix}{k}."))
         else:
-            out[f"{prefix}{k}"] = v if isinstance(v, str) else json.dumps(v)
+            out[f"{prefix}{k}"] = v if isinstance(v, str) else "none" if v is None else json.dumps(v)
     return out
 
 
+def _shown(flags: dict) -> dict:
+    """A run's settings as the table shows them: a teacher started from --teacher_weights is not
+    'pretrained: false'."""
+    flags = dict(flags)
+    if flags.get("teacher_weights") and "pretrained" in flags:
+        flags["pretrained"] = f"from --teacher_weights ({Path(flags['teacher_weights']).name})"
+    return flags
+
+
 def _config_section(runs: list[Run]) -> list:
-    settings = {r.name: _flat(_settings(r)) for r in runs}
+    settings = {r.name: _flat(_shown(_settings(r))) for r in runs}
     keys = [k for k in SHOWN_SETTINGS if any(k in s for s in settings.values())]
     # a setting a run does not record (the bce control has no teacher settings) is not a difference
     shared = [k for k in keys if len({s[k] for s in settings.values() if k in s}) == 1]
@@ -285,6 +425,41 @@ def _results_section(cmp: Comparison, bars: str, table_csv: str) -> list:
         doc.Table(display_table(cmp.summary)),
         doc.Figure(bars, "F1 on test per run and model: mean over seeds with 95% CI error bars"),
     ]
+
+
+def _slices_section(cmp: Comparison, slices_csv: str) -> list:
+    """Recall, precision and F1 per label on each value of every --slice_col column."""
+    frame = cmp.slices
+    cell = lambda r, m: _mean_ci(r.get(f"{m}_mean"), r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high"))  # noqa: E731
+    metrics = [f"{name}_{label}" for label in LABELS for name in SLICE_METRICS]
+    table = pd.DataFrame([{
+        "run": r["run"], "model": r["model"], "slice": f"{r['column']} = {r['value']}",
+        "test samples": _count(r.get("samples")), "seeds": _count(r.get("n")),
+        **{m.replace("_", " "): cell(r, m) for m in metrics}} for r in frame.to_dict("records")])
+    return [
+        doc.Heading("Slices"),
+        doc.Para("Per value of each slice column (`--slice_col`): recall, precision and F1 per label on "
+                 "the test samples of that value, mean over seeds [95% t-interval]; n/a where a slice has "
+                 "no positives (recall) or no predicted positives (precision). The paired tests per slice "
+                 "are in the tests table (metric `name[column=value]`). All rows: "
+                 f"[{slices_csv}]({slices_csv})."),
+        doc.Table(table),
+    ]
+
+
+def _mean_ci(mean, low, high) -> str:
+    if mean is None or pd.isna(mean):
+        return "n/a"
+    if low is None or pd.isna(low):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _count(value) -> str:
+    """A count as an integer (a mean over seeds to one decimal when it is not whole); n/a if none."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    return f"{int(round(value))}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def _tests_section(cmp: Comparison, tests_csv: str, mcnemar_csv: str) -> list:

@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from firekd.data.synthetic import SynthConfig, SynthSample, generate
+from firekd.data.synthetic import SIDE_VARIABLES, SynthConfig, SynthSample, generate
 from firekd.io import atomic_path, ensure_writable, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,10 @@ def write_synthetic(config: SynthConfig, out: str | Path, workers: int = 1) -> p
     returns the labelled CSV table that was written."""
     out = ensure_writable(out, "--out")
     samples = generate(config, workers=workers)
-    rows = [(rgb, ir, s.fire, s.smoke, int(s.hidden_fire))
+    side = list(SIDE_VARIABLES) if config.side_labels else []
+    rows = [(rgb, ir, s.fire, s.smoke, int(s.hidden_fire), *(s.side[k] for k in side))
             for rgb, ir, s in _write_pairs(samples, config.n, out, "", "synth")]
-    table = pd.DataFrame(rows, columns=["rgb_path", "ir_path", "fire", "smoke", "hidden_in_rgb"])
+    table = pd.DataFrame(rows, columns=["rgb_path", "ir_path", "fire", "smoke", "hidden_in_rgb", *side])
     write_csv(out / "data.csv", table)
     unlabeled_csv = out / UNLABELED_CSV
     if config.unlabeled:

@@ -209,7 +209,8 @@ def _train_teacher(run: SeedRun, name: str, settings: dict, store_: Store) -> Te
         model.set_grad_checkpointing(True)
     model = run.rt.prepare_model(model, compile=cfg.execution.compile, sync_bn=cfg.optim.sync_bn)
     task = Supervised(model, pos_weight_for(cfg.optim.pos_weight, run.data)).to(run.rt.device)
-    fit_cfg = FitConfig(kind="teacher", label=f"teacher {name} (seed {run.seed})", epochs=cfg.teacher.epochs,
+    epochs = cfg.teacher.epochs_for(len(run.loaders.train))  # --steps_teacher: whole epochs of steps
+    fit_cfg = FitConfig(kind="teacher", label=f"teacher {name} (seed {run.seed})", epochs=epochs,
                         lr=cfg.teacher.lr, weight_decay=cfg.optim.weight_decay,
                         patience=cfg.teacher.patience, weights={"bce": 1.0}, seed=run.seed,
                         save_every=cfg.execution.save_every)

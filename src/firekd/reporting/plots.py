@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sklearn.metrics import average_precision_score, precision_recall_curve  # noqa: E402
 
 from firekd import LABELS  # noqa: E402
+from firekd.reporting.tables import model_label, model_labels  # noqa: E402
 
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
                      "legend.fontsize": 9, "figure.dpi": 100})
@@ -188,8 +189,6 @@ def f1_latency(table, title: str, metric: str = "f1_macro"):
         ax.set(xlabel="CPU latency, batch 1 (ms, median)", title=teacher)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel(f"{metric.replace('f1_', 'F1 ')} (test)")
-    from firekd.reporting.tables import model_labels
-
     labels = dict(zip(rows["model"], model_labels(rows), strict=True))  # marks uncompiled int8
     handles = [plt.Line2D([], [], ls="", marker=MODEL_MARKERS.get(m, "D"), color="grey", ms=8,
                           label=labels[m]) for m in dict.fromkeys(rows["model"])]
@@ -206,3 +205,6 @@ def _latency_point(ax, row, metric: str, colour: str) -> None:
     yerr = [[mean - low], [high - mean]] if np.isfinite(low) and np.isfinite(high) else None
     ax.errorbar(row.latency_ms_b1, mean, yerr=yerr, fmt=MODEL_MARKERS.get(row.model, "D"), color=colour,
                 ms=12 if row.model == "teacher" else 8, capsize=3, markeredgecolor="black", lw=1)
+    if model_label(row.model, getattr(row, "uncompiled_int8", None)) != row.model:
+        ax.annotate("int8 uncompiled", (row.latency_ms_b1, mean), textcoords="offset points", xytext=(6, -12),
+                    fontsize=8, color=colour)
