@@ -88,3 +88,28 @@ def test_evaluation_runs_outside_autocast():
     cfg = FitConfig(kind="x", label="x", epochs=1, lr=0.1, weight_decay=0.0, patience=1, weights={"bce": 1.0},
                     seed=0)
     assert "val_f1_macro" in validate([Supervised(model)], [cfg], batches, rt)[0]
+
+
+def test_a_diverging_lockstep_member_stops_alone():
+    """A member whose loss becomes non-finite stops with its error; the others train on unchanged."""
+    from firekd.engine.loop import Member, fit_many
+    from firekd.errors import TrainingError
+    from firekd.kd.distiller import Supervised
+
+    torch.manual_seed(0)
+    batches = [(torch.randn(8, 3, 32, 32), torch.zeros(8, 0, 32, 32), torch.randint(0, 2, (8, 2)).float(),
+                torch.arange(8)) for _ in range(2)]
+    rt = Runtime(torch.device("cpu"))
+
+    def member(lr: float) -> Member:
+        torch.manual_seed(0)
+        cfg = FitConfig(kind="student", label=f"student lr={lr}", epochs=2, lr=lr, weight_decay=0.0, patience=5,
+                        weights={"bce": 1.0}, seed=0, log_every=1)
+        return Member(Supervised(create_student("firekd_student")), cfg)
+
+    alone = fit_many([member(1e-3)], batches, batches, rt)[0]
+    diverged, healthy = fit_many([member(1e30), member(1e-3)], batches, batches, rt)
+    assert "the loss became" in diverged.error and healthy.error is None
+    assert [r["train_loss"] for r in healthy.history] == [r["train_loss"] for r in alone.history]
+    with pytest.raises(TrainingError, match="the loss became"):
+        fit_many([member(1e30)], batches, batches, rt)

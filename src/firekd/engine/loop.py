@@ -78,6 +78,7 @@ class FitResult:
     best_score: float
     resumed_from: int = 0  # last epoch loaded from a checkpoint (0: fresh start)
     stopped_early: bool = False
+    error: str | None = None  # the member diverged (its loss became NaN/inf): why; it is not usable
 
 
 def epoch_seed(seed: int, epoch: int, stream: str) -> int:
@@ -167,6 +168,7 @@ class _Progress:
         self.next_epoch = 1
         self.best_state: dict | None = None
         self.rng = RngStream(rt.device)
+        self.failed: str | None = None  # the loss became non-finite: this member stops, the others go on
         self._resume()
         self.resumed_from = self.next_epoch - 1
 
@@ -185,7 +187,12 @@ class _Progress:
 
     @property
     def done(self) -> bool:
-        return self.stopper.should_stop or self.next_epoch > self.cfg.epochs
+        return self.failed is not None or self.stopper.should_stop or self.next_epoch > self.cfg.epochs
+
+    def check_finite(self, value: float, epoch: int, step: int) -> None:
+        if self.failed is None and not math.isfinite(value):
+            self.failed = (f"{self.cfg.label} training, epoch {epoch}, step {step}: the loss became {value}; "
+                           "lower the learning rate or check the data")
 
     def start_epoch(self, epoch: int) -> dict:
         self.rng.seed(epoch_seed(self.cfg.seed, epoch, self.cfg.kind) + distributed.info().rank)
@@ -221,7 +228,8 @@ class _Progress:
                 module.load_state_dict(best[name])
         return FitResult(self.history, self.stopper.best_epoch, self.stopper.best_score,
                          resumed_from=self.resumed_from,
-                         stopped_early=self.stopper.should_stop and len(self.history) < self.cfg.epochs)
+                         stopped_early=self.stopper.should_stop and len(self.history) < self.cfg.epochs,
+                         error=self.failed)
 
 
 def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, rt: Runtime,
@@ -234,7 +242,9 @@ def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, rt: Runtime,
 def fit_many(members: list[Member], train_loader, val_loader, rt: Runtime,
              data_epoch: Callable[[int], None] | None = None) -> list[FitResult]:
     """Train every member in one pass per epoch until each has early-stopped or run its epochs;
-    restore each one's best weights. Members share the seed, so they share the batches.
+    restore each one's best weights. Members share the seed, so they share the batches. A member
+    whose loss becomes non-finite stops (its result carries the error) while the others go on; when
+    every member has failed, the first one's error is raised.
 
     ``data_epoch(k)`` sets the data pipeline to epoch k (shuffle order, augmentation) before the
     epoch's pass: the data of epoch k is then the same whether the run was resumed or not, with
@@ -253,11 +263,18 @@ def fit_many(members: list[Member], train_loader, val_loader, rt: Runtime,
         records = [p.start_epoch(epoch) for p in active]
         with _out_of_memory(active, epoch, getattr(train_loader, "batch_size", None)):
             train = train_epoch(active, train_loader, rt, epoch)
+            kept = [k for k, p in enumerate(active) if not p.failed]  # a diverged member stops here
+            for p in active:
+                if p.failed and kept:
+                    log.warning("%s; the other members of the group go on", p.failed)
+            active, records, train = ([seq[k] for k in kept] for seq in (active, records, train))
             val = validate([p.task for p in active], [p.cfg for p in active], val_loader, rt,
-                           teacher_cache=teacher_val)
+                           teacher_cache=teacher_val) if active else []
         seconds = round(time.perf_counter() - t0, 3)  # one pass: the same wall time for every member
         for p, record, t, v in zip(active, records, train, val, strict=True):
             p.end_epoch({**record, **t, **v, "time_s": seconds})
+    if all(p.failed for p in progress):
+        raise TrainingError(progress[0].failed)
     return [p.result() for p in progress]
 
 
@@ -301,6 +318,8 @@ def train_epoch(active: list[_Progress], loader, rt: Runtime, epoch: int) -> lis
         with rt.autocast():
             shared = teacher_targets([p.task for p in active], batch[0], batch[1])
         for k, p in enumerate(active):
+            if p.failed:
+                continue
             with p.rng.active():
                 loss, terms = train_step(p.train_task, batch, p.optimizer, p.cfg.weights, rt,
                                          grad_clip=p.cfg.grad_clip, targets=_targets_for(p.task, shared),
@@ -313,14 +332,14 @@ def train_epoch(active: list[_Progress], loader, rt: Runtime, epoch: int) -> lis
         if step % active[0].cfg.log_every == 0:  # the only host sync: progress and the NaN check
             running = [_across_ranks((t / steps).item()) for t in totals]
             for p, value in zip(active, running, strict=True):
-                _check_finite(value, p.cfg, epoch, step)
+                p.check_finite(value, epoch, step)
             bar.set_postfix(loss="/".join(f"{v:.4f}" for v in running))
     if steps == 0:
         raise TrainingError(f"{active[0].cfg.label} training: the train split yields no batches")
     out = []
     for p, total, terms in zip(active, totals, sums, strict=True):
         mean = _across_ranks((total / steps).item())
-        _check_finite(mean, p.cfg, epoch, steps)
+        p.check_finite(mean, epoch, steps)
         out.append({"train_loss": mean, **{f"train_{k}": (v / steps).item() for k, v in terms.items()}})
     return out
 
@@ -328,13 +347,6 @@ def train_epoch(active: list[_Progress], loader, rt: Runtime, epoch: int) -> lis
 def _across_ranks(value: float) -> float:
     """Mean over DDP ranks, so a NaN on any rank stops every rank at the same step."""
     return float(np.mean(distributed.gather_arrays({"v": np.array([value])})["v"]))
-
-
-def _check_finite(value: float, cfg: FitConfig, epoch: int, step: int) -> None:
-    if not math.isfinite(value):
-        raise TrainingError(
-            f"{cfg.label} training, epoch {epoch}, step {step}: the loss became {value}; "
-            "lower the learning rate or check the data")
 
 
 @torch.no_grad()

@@ -40,7 +40,7 @@ from firekd.engine.runtime import Runtime
 from firekd.io import read_json
 from firekd.keys import onnx_settings, pruned_settings, stable_hash
 from firekd.models import create_student
-from firekd.recipes.context import ModelResult, SeedRun
+from firekd.recipes.context import ModelResult, SeedRun, raise_failures
 from firekd.recipes.data import DataBundle
 from firekd.recipes.efficiency import EVAL_BATCH, LATENCY_BATCHES
 from firekd.recipes.student import StudentResult, fit_config, make_task
@@ -144,8 +144,10 @@ def prune_stage(run: SeedRun, students: dict[str, StudentResult],
                  100 * r.requested)
     results = finetune(run, {v: (pruned[v], students[v].projector) for v in pruned}, teacher)
     for v in pruned:
-        out[v] = _finish_pruned(run, students[v], pruned[v], reports[v], results[v])
-        stores[v].publish()
+        if results[v].error is None:
+            out[v] = _finish_pruned(run, students[v], pruned[v], reports[v], results[v])
+            stores[v].publish()
+    raise_failures(results, "pruned students")
     return {v: out[v] for v in students}
 
 

@@ -19,6 +19,7 @@ from firekd.engine import distributed
 from firekd.engine.evaluation import Evaluation
 from firekd.engine.loop import FitResult, Member, epoch_seed, fit_many
 from firekd.engine.runtime import Runtime, resolve_device
+from firekd.errors import TrainingError
 from firekd.io import Writer
 from firekd.kd.variants import uses_teacher
 from firekd.keys import Lineage
@@ -95,6 +96,15 @@ class SeedRun:
                               self.loaders.start_epoch)
             results.update(zip(variants, fitted, strict=True))
         return {variant: results[variant] for variant in members}
+
+
+def raise_failures(results: dict[str, FitResult], what: str) -> None:
+    """One line for the members whose loss became non-finite (the others finished and were kept)."""
+    failed = [r.error for r in results.values() if r.error]
+    if failed:
+        others = len(results) - len(failed)
+        kept = f"; the other {others} {what} of the group finished and are kept" if others else ""
+        raise TrainingError(f"{failed[0]}{kept}")
 
 
 def seed_run(cfg: RunConfig, data: DataBundle, seed: int, writer: Writer) -> SeedRun:

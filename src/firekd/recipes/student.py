@@ -24,7 +24,7 @@ from firekd.kd.distiller import Distiller, Supervised
 from firekd.kd.variants import uses_teacher, variant_weights
 from firekd.keys import stable_hash, student_settings
 from firekd.models import build_student
-from firekd.recipes.context import FileCheckpointer, SeedRun
+from firekd.recipes.context import FileCheckpointer, SeedRun, raise_failures
 from firekd.recipes.teacher import TeacherResult, data_meta, pos_weight_for, tensorboard, train_log
 from firekd.reporting.plots import training_curves
 from firekd.rundir import CHECKPOINTS, PROJECTOR, STUDENT_CURVES, STUDENT_LOG, SeedDirs
@@ -90,8 +90,11 @@ def train_students(run: SeedRun, folders: dict[str, SeedDirs],
         else:
             stores[variant].invalidate()
             todo[variant] = _member(run, variant, dirs, t, settings)
-    for variant, result in run.fit_variants(todo).items():
-        out[variant] = _finish(run, variant, folders[variant], todo[variant], result, stores[variant])
+    results = run.fit_variants(todo)
+    for variant, result in results.items():
+        if result.error is None:
+            out[variant] = _finish(run, variant, folders[variant], todo[variant], result, stores[variant])
+    raise_failures(results, "students")  # after the others are stored: a rerun trains the failed alone
     return {variant: out[variant] for variant in folders}
 
 
