@@ -7,7 +7,7 @@ the recipe version. A field added to a stage enters its key unless it is declare
 
     teacher key     = teacher stage + optimisation + labelled data + seed + world size
     student key     = student stage + optimisation + data (+ unlabelled pool) + seed + world size
-                      + variant + teacher key (a KD student)
+                      + variant + teacher key (a KD student) or control key (``self_kd``)
     compressed keys = student key + the settings of that compressed form
     outputs key     = student key + compression + figure settings   (a seed's final_evaluation.json)
     run key         = the student's settings without the seed       (a run folder's config.json)
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from firekd.config import DataConfig, RunConfig
-from firekd.kd.variants import uses_teacher, variant_weights
+from firekd.kd.variants import CONTROL, SELF_KD, distills, uses_teacher, variant_weights
 from firekd.options import FIGURE, KEY, kind_of
 
 # Bump when a change to the training code (loop, losses, models, transforms, fixed constants)
@@ -116,7 +116,10 @@ def teacher_settings(cfg: RunConfig, teacher: str, lineage: Lineage) -> dict:
 
 
 def teacher_key(cfg: RunConfig, teacher: str, lineage: Lineage, variant: str) -> str | None:
-    """The key of the teacher ``variant`` distils from (None for the control)."""
+    """The key of the model ``variant`` distils from: its teacher, for ``self_kd`` the seed's
+    control (the same under every teacher), None for the control."""
+    if variant == SELF_KD:
+        return student_key(cfg, "", CONTROL, lineage)
     if not uses_teacher(variant):
         return None
     return stable_hash(teacher_settings(cfg, teacher, lineage))
@@ -126,10 +129,10 @@ def student_settings(cfg: RunConfig, variant: str, lineage: Lineage) -> dict:
     """What a trained student depends on (``lineage.upstream``: its teacher's key). The control (no
     teacher) leaves out the distillation-only fields and the unlabelled pool's content, so it is
     the same control under every teacher."""
-    distills = uses_teacher(variant)
-    train = key_fields(cfg.student, distills=distills)
+    learns = distills(variant)
+    train = key_fields(cfg.student, distills=learns)
     train["loss_weights"] = variant_weights(variant, cfg.student.loss_weights)  # this variant's terms
-    pool = lineage.record(unlabeled="content" if distills else "count")
+    pool = lineage.record(unlabeled="content" if learns else "count")
     return {"stage": "student", "variant": variant, **pool, "optim": key_fields(cfg.optim), "train": train}
 
 

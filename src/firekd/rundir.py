@@ -10,6 +10,8 @@
                                                   (teacher, seed, data, split, settings)
     output/controls/{student}/seed_{s}-{key}/     the bce control's seed (metrics/, models/,
                                                   graphs/), trained once and shown under every teacher
+    output/controls/{student}/self_kd-seed_{s}-{key}/  the self_kd baseline's seed (distilled from
+                                                  that control), likewise
 
 `RunDir` writes and reads one (teacher, variant) run; every file name is a constant here.
 """
@@ -89,8 +91,10 @@ def teacher_store(output: str | Path, teacher: str, seed: int, key: str,
     return Path(output) / "teachers" / teacher / f"seed_{seed}-{key}{own}"
 
 
-def control_store(output: str | Path, student: str, seed: int, key: str) -> SeedDirs:
-    root = Path(output) / "controls" / student / f"seed_{seed}-{key}"
+def control_store(output: str | Path, student: str, seed: int, key: str, variant: str = "bce") -> SeedDirs:
+    """A no-teacher baseline's seed folders: the ``bce`` control's, or (``variant``) another's."""
+    prefix = "" if variant == "bce" else f"{variant}-"
+    root = Path(output) / "controls" / student / f"{prefix}seed_{seed}-{key}"
     return SeedDirs(root / "metrics", root / "models", root / "graphs")
 
 

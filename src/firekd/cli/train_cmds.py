@@ -21,7 +21,7 @@ from firekd.cli.args import (
 )
 from firekd.config import CompressConfig, ExecConfig, OptimConfig, RunConfig, StudentConfig, TeacherConfig
 from firekd.engine import distributed
-from firekd.kd.variants import VARIANTS, check_loss_weights, check_variant
+from firekd.kd.variants import SPEC_VARIANTS, VARIANTS, check_loss_weights, check_variant
 
 SPEC_TEACHERS = ("resnet152", "efficientnet_b7", "swin_tiny", "vit_b_16")
 DEFAULT_SEEDS = (42, 123, 456, 789, 1024)
@@ -36,8 +36,8 @@ def register(sub) -> None:
     p.add_argument("--teacher", default="resnet152",
                    help="teacher architecture (see `firekd models`; default: resnet152)")
     p.add_argument("--variant", default="kl_bce", type=check_variant_arg,
-                   help=f"loss variant: {', '.join(VARIANTS)} (bce = student alone, the control; "
-                        "default: kl_bce)")
+                   help=f"loss variant: {', '.join(VARIANTS)} (bce = student alone, the control; self_kd = "
+                        "kl_bce from the seed's bce control instead of a teacher; default: kl_bce)")
     add_training_args(p)
     p.set_defaults(func=run_train)
 
@@ -48,8 +48,9 @@ def register(sub) -> None:
                        "shown under every teacher. Prints the comparison table at the end.")
     p.add_argument("--teachers", nargs="+", default=list(SPEC_TEACHERS),
                    help=f"teacher architectures (default: {' '.join(SPEC_TEACHERS)})")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), type=check_variant_arg,
-                   help=f"loss variants (default: all: {' '.join(VARIANTS)})")
+    p.add_argument("--variants", nargs="+", default=list(SPEC_VARIANTS), type=check_variant_arg,
+                   help=f"loss variants: {', '.join(VARIANTS)} (self_kd: the no-teacher semi-supervised "
+                        f"baseline; default: the spec's {' '.join(SPEC_VARIANTS)})")
     add_training_args(p, ablation=True)
     p.set_defaults(func=run_ablation_cmd)
 

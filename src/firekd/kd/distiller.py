@@ -37,6 +37,21 @@ class Supervised(nn.Module):
         return logits, {"bce": losses.bce(logits, labels, self.pos_weight)}
 
 
+class RgbTeacher(nn.Module):
+    """An RGB-only model (the ``bce`` control, for ``self_kd``) as a frozen teacher: it takes the
+    teacher's (rgb, ir) and ignores ir; its embedding size is the model's."""
+
+    modalities = "rgb"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.requires_grad_(False).eval()
+        self.embed_dim: int = model.embed_dim
+
+    def forward(self, rgb: torch.Tensor, ir: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(rgb)  # (B, 2), (B, D)
+
+
 class Distiller(nn.Module):
     """Owns the frozen teacher; computes the raw terms ``terms`` for the student.
 

@@ -1,6 +1,9 @@
 """The loss variants of the ablation: which raw terms a distiller computes and their weights.
 
 Names and weights are the spec's; `bce` is the control (the student alone, no teacher).
+`self_kd` is the no-teacher semi-supervised baseline: a fresh student distilled, with `kl_bce`'s
+terms and weights, from its seed's `bce` control (labels only) on the labelled + unlabelled pairs.
+Neither sees a teacher: each is trained once per seed and shown under every teacher.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ VARIANTS: dict[str, dict[str, float]] = {
     "kl_l2_bce": {"kl": 0.5, "l2": 0.2, "bce": 0.3},
     "kl_contrastive_l2_bce": {"kl": 0.4, "contrastive": 0.2, "l2": 0.2, "bce": 0.2},
     "bce": {"bce": 1.0},
+    "self_kd": {"kl": 0.7, "bce": 0.3},  # kl_bce's, from the control instead of a teacher
 }
 KD_VARIANTS = ("kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce")
 CONTROL = "bce"
+SELF_KD = "self_kd"
+SPEC_VARIANTS = (*KD_VARIANTS, CONTROL)  # the spec's grid (--variants' default)
+BASELINES = (CONTROL, SELF_KD)  # the no-teacher baselines: trained once per seed, shown under every teacher
 
 
 def check_variant(variant: str) -> str:
@@ -41,6 +48,13 @@ def check_loss_weights(variants: list[str], override: dict[str, float]) -> None:
 
 
 def uses_teacher(variant: str) -> bool:
+    """Distils from the (multimodal or RGB) teacher of its run."""
+    return variant not in BASELINES
+
+
+def distills(variant: str) -> bool:
+    """Learns from a frozen model (a teacher, or for ``self_kd`` the control) on the labelled +
+    unlabelled pairs; only the ``bce`` control trains on labels alone."""
     return variant != CONTROL
 
 

@@ -43,7 +43,7 @@ from firekd.models import create_student
 from firekd.recipes.context import ModelResult, SeedRun, raise_failures
 from firekd.recipes.data import DataBundle
 from firekd.recipes.efficiency import EVAL_BATCH, LATENCY_BATCHES
-from firekd.recipes.student import StudentResult, fit_config, make_task
+from firekd.recipes.student import Source, StudentResult, fit_config, make_task
 from firekd.recipes.teacher import TeacherResult, data_meta
 from firekd.rundir import CHECKPOINTS, PRUNED_LOG
 from firekd.store import Store
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 
 def compress_students(run: SeedRun, students: dict[str, StudentResult],
-                      teacher: TeacherResult | None) -> dict[str, dict[str, ModelResult]]:
+                      teacher: TeacherResult | Source | None) -> dict[str, dict[str, ModelResult]]:
     """{variant: {"student_quantized": ..., "student_pruned": ... (and the ONNX students)}}, all
     saved in each variant's seed models folder."""
     out = {variant: {"student_quantized": quantize_stage(run, s)} for variant, s in students.items()}
@@ -123,7 +123,7 @@ def compressed_store(run: SeedRun, student: StudentResult, name: str, settings: 
 
 
 def prune_stage(run: SeedRun, students: dict[str, StudentResult],
-                teacher: TeacherResult | None) -> dict[str, ModelResult]:
+                teacher: TeacherResult | Source | None) -> dict[str, ModelResult]:
     """Prune every student not pruned before with these settings, fine-tune them together,
     evaluate and save each; reuse the others."""
     cfg, size = run.cfg.compress, run.data.config.img_size
@@ -165,7 +165,7 @@ def _reuse_pruned(run: SeedRun, student: StudentResult) -> ModelResult:
 
 
 def finetune(run: SeedRun, models: dict[str, tuple[nn.Module, nn.Module | None]],
-             teacher: TeacherResult | None) -> dict:
+             teacher: TeacherResult | Source | None) -> dict:
     """``--finetune_epochs`` of each variant's loss (with its trained projector), early stopping,
     best weights restored; all variants in one pass. Kept in memory: an interrupted fine-tuning
     starts over with its seed."""

@@ -21,7 +21,7 @@ from firekd.engine.loop import FitResult, Member, epoch_seed, fit_many
 from firekd.engine.runtime import Runtime, resolve_device
 from firekd.errors import TrainingError
 from firekd.io import Writer
-from firekd.kd.variants import uses_teacher
+from firekd.kd.variants import distills
 from firekd.keys import Lineage
 from firekd.recipes.data import DataBundle
 from firekd.rundir import PROJECTOR
@@ -42,8 +42,9 @@ class Loaders:
     seed: int
 
     def train_for(self, variant: str) -> torch.utils.data.DataLoader:
-        """The control (and any variant without a teacher) trains on labelled pairs alone."""
-        return self.train_kd if uses_teacher(variant) else self.train_control
+        """The control trains on labelled pairs alone; every variant that distils (``self_kd``
+        too) on the labelled + unlabelled pairs."""
+        return self.train_kd if distills(variant) else self.train_control
 
     def start_epoch(self, epoch: int) -> None:
         """Epoch k's data: its shuffle order and augmented views depend on (seed, k) alone, not on

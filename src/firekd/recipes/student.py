@@ -21,7 +21,7 @@ from firekd.engine.evaluation import Evaluation, evaluate_model
 from firekd.engine.loop import FitConfig, Member
 from firekd.io import read_json
 from firekd.kd.distiller import Distiller, Supervised
-from firekd.kd.variants import uses_teacher, variant_weights
+from firekd.kd.variants import distills, variant_weights
 from firekd.keys import stable_hash, student_settings
 from firekd.models import build_student
 from firekd.recipes.context import FileCheckpointer, SeedRun, raise_failures
@@ -31,6 +31,16 @@ from firekd.rundir import CHECKPOINTS, PROJECTOR, STUDENT_CURVES, STUDENT_LOG, S
 from firekd.store import Store
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Source:
+    """A frozen model a student distils from: a trained teacher (`TeacherResult` has these fields)
+    or, for ``self_kd``, the seed's ``bce`` control wrapped as an RGB-only teacher."""
+
+    model: nn.Module
+    key: str  # its store key: the student's upstream
+    build: str | None  # its store's build id: a student of another build is stale
 
 
 @dataclass
@@ -51,7 +61,7 @@ def make_task(run: SeedRun, student: nn.Module, variant: str, teacher: nn.Module
               projector: nn.Module | None = None) -> nn.Module:
     """The variant's training task: the student alone (``bce``) or distilled from ``teacher``."""
     pos_weight = pos_weight_for(run.cfg.optim.pos_weight, run.data)
-    if not uses_teacher(variant):
+    if not distills(variant):
         return Supervised(student, pos_weight)
     weights = variant_weights(variant, run.cfg.student.loss_weights)
     return Distiller(student, teacher, set(weights), temperature=run.cfg.student.kd_temperature,
@@ -68,7 +78,7 @@ def fit_config(run: SeedRun, variant: str, *, kind: str, epochs: int) -> FitConf
 
 
 def student_store(run: SeedRun, variant: str, dirs: SeedDirs,
-                  teacher: TeacherResult | None) -> tuple[Store, dict]:
+                  teacher: TeacherResult | Source | None) -> tuple[Store, dict]:
     """The store of ``variant``'s student in its seed models folder (guarded by its run folder's
     lock, or the control store's), and the settings that key it."""
     settings = student_settings(run.cfg, variant, run.lineage.on(teacher.key if teacher else None))
@@ -76,13 +86,14 @@ def student_store(run: SeedRun, variant: str, dirs: SeedDirs,
 
 
 def train_students(run: SeedRun, folders: dict[str, SeedDirs],
-                   teacher: TeacherResult | None) -> dict[str, StudentResult]:
+                   teacher: TeacherResult | Source | None) -> dict[str, StudentResult]:
     """Train one student per variant in ``folders`` (its seed folders) in one pass over the data;
-    KD variants distil from ``teacher``. Resumes each from its last finished epoch; a student
-    stored with the same settings (and the same build of its teacher) is reused."""
+    KD variants (and ``self_kd``, given the control as ``teacher``) distil from ``teacher``.
+    Resumes each from its last finished epoch; a student stored with the same settings (and the
+    same build of its teacher) is reused."""
     out, todo, stores = {}, {}, {}
     for variant, dirs in folders.items():
-        t = teacher if uses_teacher(variant) else None
+        t = teacher if distills(variant) else None
         stores[variant], settings = student_store(run, variant, dirs, t)
         record = stores[variant].record()
         if record is not None and record.get("teacher_build") == (t.build if t else None):
@@ -98,7 +109,7 @@ def train_students(run: SeedRun, folders: dict[str, SeedDirs],
     return {variant: out[variant] for variant in folders}
 
 
-def _reuse(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | None,
+def _reuse(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | Source | None,
            key: str) -> StudentResult:
     """The student stored earlier with the same settings."""
     path = dirs.models / CHECKPOINTS["student"]
@@ -115,7 +126,7 @@ def _reuse(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | 
                          dirs)
 
 
-def _member(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | None,
+def _member(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | Source | None,
             settings: dict) -> Member:
     cfg = run.cfg
     torch.manual_seed(run.seed)  # every variant's student starts from the same weights
