@@ -119,3 +119,32 @@ def test_self_kd_alone_reuses_the_stored_control_and_trains_nothing_again(two_te
                      *TINY]) == 0
     assert _epochs(caplog.messages) == []
     assert Path(out / "metrics/resnet50_self_kd/seed_1/final_evaluation.json").is_file()
+
+
+def test_the_report_answers_against_the_best_no_teacher_baseline_paired_by_seed(tmp_path, monkeypatch):
+    import numpy as np
+    import test_compare_report as fab
+    from scipy import stats
+
+    from firekd.metrics.stats import holm
+    from firekd.recipes.compare import compare
+    from firekd.recipes.report import write_report
+
+    self_kd = [0.79, 0.80, 0.78, 0.80]  # mean 0.7925, above bce's 0.7475: the baseline to beat
+    monkeypatch.setitem(fab.STUDENT, "self_kd", self_kd)
+    output = fab.fabricate(tmp_path / "out", variants=("kl_bce", "kl_l2_bce", "bce", "self_kd"))
+    tests = compare(output).tests.query("model == 'student' and metric == 'f1_macro'")
+    # 2 KD + self_kd against bce, 2 KD against self_kd, 1 between KD variants: one Holm family of 6
+    assert sorted(zip(tests["a"], tests["b"], tests["kind"], strict=True)) == [
+        ("kl_bce", "bce", "vs control"), ("kl_bce", "kl_l2_bce", "between variants"),
+        ("kl_bce", "self_kd", "vs self_kd"), ("kl_l2_bce", "bce", "vs control"),
+        ("kl_l2_bce", "self_kd", "vs self_kd"), ("self_kd", "bce", "vs control")]
+    s = fab.STUDENT
+    p = {(a, b): stats.ttest_rel(s[a], s[b]).pvalue for a, b in zip(tests["a"], tests["b"], strict=True)}
+    adjusted = dict(zip(p, holm(list(p.values())), strict=True))[("kl_l2_bce", "self_kd")]
+    diffs = np.subtract(s["kl_l2_bce"], self_kd)
+    answer = fab._section(write_report(output)["markdown"].read_text(), "What distillation buys")
+    assert (f"resnet152: best KD student `kl_l2_bce`, F1 macro 0.8175 (n = 4) against 0.7925 for the "
+            f"`self_kd` baseline: difference {diffs.mean():+.4f}") in answer
+    assert f"paired t-test p = {p[('kl_l2_bce', 'self_kd')]:.3g} (Holm {adjusted:.3g}), 4 seeds" in answer
+    assert "`bce` control" in answer and "self_kd" in answer

@@ -14,7 +14,7 @@ import pandas as pd
 from firekd import LABELS
 from firekd.errors import FirekdError
 from firekd.io import save_figure, write_csv
-from firekd.kd.variants import CONTROL
+from firekd.kd.variants import CONTROL, SELF_KD, uses_teacher
 from firekd.metrics.slices import SLICE_METRICS, natural_order, parse_slice_key, slice_key
 from firekd.metrics.stats import holm, mcnemar_exact, paired_tests
 from firekd.reporting import plots
@@ -108,7 +108,7 @@ def ir_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
 
     by_key: dict[tuple[str, str], dict[str, Run]] = {}
     for run in runs:
-        if run.variant != CONTROL and run.modality in ("rgb+ir", "rgb"):
+        if uses_teacher(run.variant) and run.modality in ("rgb+ir", "rgb"):
             by_key.setdefault((teacher_arch(run.teacher), run.variant), {})[run.modality] = run
     return [(pair["rgb+ir"], pair["rgb"]) for pair in by_key.values() if len(pair) == 2]
 
@@ -171,9 +171,11 @@ def slice_frame(runs: list[Run], names: list[str]) -> pd.DataFrame:
 
 def seed_tests(runs: list[Run], metrics=F1_METRICS) -> pd.DataFrame:
     """Paired (by seed) t-test and Wilcoxon for every pair of variants of a teacher, for every
-    model both runs have except the (shared) teacher; each KD variant against the `bce` control
-    first. Holm-adjusted p-values within each (teacher, model, metric) family: with the control
-    and k KD variants, k tests against the control plus k(k-1)/2 between variants (6 for 3)."""
+    model both runs have except the (shared) teacher; each KD variant (and `self_kd`) against the
+    `bce` control first, then each KD variant against `self_kd`. Holm-adjusted p-values within each
+    (teacher, model, metric) family: with the control and k KD variants, k tests against the
+    control plus k(k-1)/2 between variants (6 for 3); with `self_kd` too, k + 1 against the control,
+    k against self_kd and k(k-1)/2 between variants (10 for 3)."""
     rows = []
     for teacher in dict.fromkeys(r.teacher for r in runs):
         mine = sorted((r for r in runs if r.teacher == teacher), key=lambda r: variant_rank(r.variant))
@@ -201,8 +203,10 @@ def _with_holm(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
     control = [r for r in runs if r.variant == CONTROL]
-    kd = [r for r in runs if r.variant != CONTROL]
-    return [(r, c) for r in kd for c in control] + list(itertools.combinations(kd, 2))
+    self_kd = [r for r in runs if r.variant == SELF_KD]
+    kd = [r for r in runs if uses_teacher(r.variant)]
+    return ([(r, c) for r in [*kd, *self_kd] for c in control] + [(r, s) for r in kd for s in self_kd]
+            + list(itertools.combinations(kd, 2)))
 
 
 def _test_row(a: Run, b: Run, model: str, metric: str) -> dict:
@@ -210,7 +214,7 @@ def _test_row(a: Run, b: Run, model: str, metric: str) -> dict:
     seeds = sorted(set(va) & set(vb))
     res = paired_tests([va[s] for s in seeds], [vb[s] for s in seeds])
     return {"teacher": a.teacher, "model": model, "metric": metric, "a": a.variant, "b": b.variant,
-            "kind": "vs control" if b.variant == CONTROL else "between variants",
+            "kind": {CONTROL: "vs control", SELF_KD: "vs self_kd"}.get(b.variant, "between variants"),
             "seeds": " ".join(map(str, seeds)),
             "mean_a": _mean(va, seeds), "mean_b": _mean(vb, seeds), **res}
 

@@ -18,7 +18,7 @@ from firekd.data.csv import ColumnNames, read_records
 from firekd.data.splits import SplitDecision
 from firekd.errors import FirekdError
 from firekd.io import read_json, save_figure, write_text
-from firekd.kd.variants import CONTROL
+from firekd.kd.variants import CONTROL, SELF_KD, uses_teacher
 from firekd.metrics.slices import SLICE_METRICS, parse_slice_key
 from firekd.recipes.checks import ADVICE, val_f1, weak_teacher
 from firekd.recipes.compare import (
@@ -119,7 +119,8 @@ def _overview(cmp: Comparison) -> str:
 # --- the answer ----------------------------------------------------------------------------------
 
 def distillation_answer(cmp: Comparison) -> list[str]:
-    """One sentence per teacher: its best KD student against the control, with the paired test."""
+    """One sentence per teacher: its best KD student against the best no-teacher baseline (the
+    `bce` control or `self_kd`), with the paired test."""
     return [_answer(row) for row in best_against_control(cmp.summary, cmp.tests).itertuples()]
 
 
@@ -165,9 +166,9 @@ def teacher_check_lines(cmp: Comparison) -> list[str]:
     """Per teacher: in how many seeds its validation F1 macro is not above the control's."""
     lines = []
     controls = {r.teacher: r for r in cmp.runs if r.variant == CONTROL}
-    for teacher in dict.fromkeys(r.teacher for r in cmp.runs if r.variant != CONTROL):
+    for teacher in dict.fromkeys(r.teacher for r in cmp.runs if uses_teacher(r.variant)):
         control = controls.get(teacher)
-        kd = next(r for r in cmp.runs if r.teacher == teacher and r.variant != CONTROL)
+        kd = next(r for r in cmp.runs if r.teacher == teacher and uses_teacher(r.variant))
         if control is None:
             lines.append(f"{teacher}: no `{CONTROL}` control run, so the teacher's validation F1 has "
                          "nothing to be compared with.")
@@ -202,7 +203,9 @@ def _answer_section(cmp: Comparison, figure: str | None) -> list:
     blocks: list = [
         doc.Heading("What distillation buys"),
         doc.Para("Per teacher, the KD variant whose student has the best mean test F1 macro, against the "
-                 f"`{CONTROL}` control (the same student trained on the labels alone, no teacher). The "
+                 f"best no-teacher baseline run: the `{CONTROL}` control (the same student trained on the "
+                 f"labels alone) or `{SELF_KD}` (a fresh student distilled, like `kl_bce`, from that control "
+                 "on the labelled + unlabelled pairs), whichever has the higher mean. The "
                  "difference is paired by seed (mean of the per-seed differences over the seeds both have) "
                  "with its 95% t-interval; p is the two-sided paired t-test's, Holm-adjusted over all "
                  "comparisons of that teacher, which also covers picking the best of several variants."
@@ -225,7 +228,8 @@ def _answer_section(cmp: Comparison, figure: str | None) -> list:
                             f"the `{CONTROL}` control's, per seed (the same validation set):"),
                    doc.Bullets(checks)]
     if not best.empty:
-        blocks.append(doc.Table(_answer_table(best), "best KD student against the control, per teacher"))
+        blocks.append(doc.Table(_answer_table(best), "best KD student against the best no-teacher baseline, "
+                                                     "per teacher"))
     if figure is None:
         blocks.append(doc.Para("No figure of F1 against latency: no model has a CPU latency "
                                "(`latency_ms_b1`) in its results."))
@@ -238,13 +242,15 @@ def _answer_section(cmp: Comparison, figure: str | None) -> list:
 
 def _answer(row) -> str:
     head = f"{row.teacher}: "
+    name = "control" if row.baseline == CONTROL else "baseline"
     if pd.isna(row.variant):  # pandas stores the missing name as NaN
-        return head + f"no KD variant has student results (only the `{CONTROL}` control)."
+        return head + f"no KD variant has student results (only the `{row.baseline}` {name})."
     best = f"best KD student `{row.variant}`, F1 macro {row.mean:.4f} (n = {row.n})"
     if row.control_n == 0:
         return head + best + f"; no `{CONTROL}` control run, so what distillation adds is not measured " \
-                             f"(train the `{CONTROL}` variant too)."
-    versus = f"{head}{best} against {row.control_mean:.4f} for the `{CONTROL}` control"
+                             f"(train the `{CONTROL}` variant too, and `{SELF_KD}`, the no-teacher " \
+                             "semi-supervised baseline)."
+    versus = f"{head}{best} against {row.control_mean:.4f} for the `{row.baseline}` {name}"
     if row.pairs == 0:
         return versus + ": no seed in common, no paired comparison."
     diff = f"difference {row.mean_diff:+.4f}"
@@ -254,7 +260,7 @@ def _answer(row) -> str:
         return f"{versus}: {diff} over {row.pairs} seed(s); no t-test is possible ({row.note or 'n/a'})."
     test = f"paired t-test p = {row.p_ttest:.3g} (Holm {row.p_ttest_holm:.3g}), {row.pairs} seeds"
     if row.p_ttest_holm < 0.05:
-        verdict = "distillation helps" if row.mean_diff > 0 else "the control is better"
+        verdict = "distillation helps" if row.mean_diff > 0 else f"the `{row.baseline}` {name} is better"
         verdict += ", significant at 0.05 after Holm"
     else:
         verdict = "not significant at 0.05 after Holm (with few seeds a large p is no evidence of no effect)"
@@ -266,13 +272,15 @@ def _answer_table(best: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "teacher": best["teacher"], "best KD variant": best["variant"].fillna("none"),
         "F1 macro (best)": [fmt(v, ".4f") for v in best["mean"]],
-        f"F1 macro ({CONTROL})": [fmt(v, ".4f") for v in best["control_mean"]],
+        "F1 macro (baseline)": [fmt(v, ".4f") for v in best["control_mean"]],
         "difference [95% CI]": [
             "n/a" if pd.isna(d) else f"{d:+.4f}" + ("" if pd.isna(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
             for d, lo, hi in zip(best["mean_diff"], best["diff_ci_low"], best["diff_ci_high"], strict=True)],
         "t-test p (Holm)": [fmt(p, ".3g") + ("" if pd.isna(h) else f" ({h:.3g})")
                             for p, h in zip(best["p_ttest"], best["p_ttest_holm"], strict=True)],
         "paired seeds": best["pairs"],
+        "best no-teacher baseline": [b if n else "none" for b, n in zip(best["baseline"], best["control_n"],
+                                                                         strict=True)],
     })
 
 
@@ -466,8 +474,9 @@ def _tests_section(cmp: Comparison, tests_csv: str, mcnemar_csv: str) -> list:
     table, notes = tests_display(cmp.tests)
     blocks: list = [
         doc.Heading("Statistical tests"),
-        doc.Para("Across seeds, paired by seed: each KD variant against the `bce` control (the student "
-                 "trained alone), then the KD variants against each other. Two-sided paired t-test "
+        doc.Para("Across seeds, paired by seed: each KD variant (and `self_kd`) against the `bce` control "
+                 "(the student trained alone), each KD variant against `self_kd` (when run), then the KD "
+                 "variants against each other. Two-sided paired t-test "
                  "(`scipy.stats.ttest_rel`) and Wilcoxon signed-rank test (`scipy.stats.wilcoxon`, exact "
                  "for small n); in brackets the Holm-adjusted p over the comparisons of one teacher, model "
                  "and metric. The difference a-b comes with its 95% t-interval. With few seeds these tests "

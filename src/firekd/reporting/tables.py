@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from firekd.kd.variants import CONTROL, VARIANTS, split_run_name
+from firekd.kd.variants import BASELINES, CONTROL, VARIANTS, split_run_name, uses_teacher
 
 F1_METRICS = ("f1_macro", "f1_fire", "f1_smoke")
 # (key, column title, format): shown only when some model has them
@@ -49,17 +49,20 @@ def summary_frame(results: dict[str, dict], metrics=F1_METRICS) -> pd.DataFrame:
 
 def best_against_control(summary: pd.DataFrame, tests: pd.DataFrame, *, model: str = "student",
                          metric: str = "f1_macro") -> pd.DataFrame:
-    """Per teacher, the KD variant with the highest mean ``metric`` for ``model`` against the `bce`
-    control: both means, the paired difference with its 95% CI, the t-test p and its Holm-adjusted
-    value (from `compare.seed_tests`' frame; NaN where there is no control or too few seeds).
-    Choosing the best of several is covered by Holm: it adjusts over all of the teacher's comparisons."""
+    """Per teacher, the KD variant with the highest mean ``metric`` for ``model`` against the best
+    no-teacher baseline (``baseline``: the `bce` control or `self_kd`, the higher mean; its mean and
+    n in ``control_mean``, ``control_n``): the paired difference with its 95% CI, the t-test p and
+    its Holm-adjusted value (from `compare.seed_tests`' frame; NaN where there is no baseline or too
+    few seeds). Choosing the best of several is covered by Holm: it adjusts over all of the
+    teacher's comparisons."""
     rows = []
     mine = summary[summary["model"] == model] if not summary.empty else summary
     for teacher in dict.fromkeys(summary["teacher"]) if not summary.empty else []:
         runs = mine[mine["teacher"] == teacher]
-        kd = runs[(runs["variant"] != CONTROL) & runs[f"{metric}_mean"].notna()]
-        control = runs[runs["variant"] == CONTROL]
+        kd = runs[runs["variant"].map(uses_teacher) & runs[f"{metric}_mean"].notna()]
+        control = _best_baseline(runs, metric)
         row = {"teacher": teacher, "variant": None, "mean": math.nan, "n": 0,
+               "baseline": control["variant"].iloc[0] if len(control) else CONTROL,
                "control_mean": control[f"{metric}_mean"].iloc[0] if len(control) else math.nan,
                "control_n": int(control["n"].iloc[0]) if len(control) else 0, "pairs": 0,
                "mean_diff": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
@@ -67,17 +70,28 @@ def best_against_control(summary: pd.DataFrame, tests: pd.DataFrame, *, model: s
         if not kd.empty:
             best = kd.loc[kd[f"{metric}_mean"].idxmax()]  # first in the spec's order on a tie
             row.update(variant=best["variant"], mean=best[f"{metric}_mean"], n=int(best["n"]))
-            row.update(_test_against_control(tests, teacher, best["variant"], model, metric))
+            row.update(_test_against_control(tests, teacher, best["variant"], model, metric, row["baseline"]))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _best_baseline(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The no-teacher baseline run (one row) with the highest mean, the control on a tie; a
+    baseline without results only when no baseline has any."""
+    order = {v: i for i, v in enumerate(BASELINES)}
+    baselines = runs[runs["variant"].isin(BASELINES)].sort_values("variant", key=lambda s: s.map(order))
+    finite = baselines[baselines[f"{metric}_mean"].notna()]
+    if finite.empty:
+        return baselines.head(1)
+    return finite.loc[[finite[f"{metric}_mean"].idxmax()]]
+
+
 def _test_against_control(tests: pd.DataFrame, teacher: str, variant: str, model: str,
-                          metric: str) -> dict:
+                          metric: str, baseline: str = CONTROL) -> dict:
     if tests.empty:
         return {}
     hit = tests[(tests["teacher"] == teacher) & (tests["model"] == model) & (tests["metric"] == metric)
-                & (tests["a"] == variant) & (tests["b"] == CONTROL)]
+                & (tests["a"] == variant) & (tests["b"] == baseline)]
     if hit.empty:
         return {}
     test = hit.iloc[0]
