@@ -106,3 +106,13 @@ def test_draw_sampler_draws_exactly_num_samples_balanced(n, draws, world):
     assert max(per_pair.values()) - min(per_pair.values()) <= 1 + (world > 1)
     single = DrawSampler(n, draws, torch.Generator().manual_seed(0))
     assert len(list(single)) == draws
+
+
+def test_the_demo_settings_give_the_control_the_kd_students_24_steps():
+    """make demo: 51 labelled + 1,500 unlabelled training pairs, batch 64. The rounded repeat
+    (30 copies, 1,530 draws) gave the control 23 steps to the KD students' 24."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    kd = DataLoader(range(1551), batch_size=64, sampler=RandomSampler(range(1551)), drop_last=True)
+    control = DataLoader(range(31 * 51), batch_size=64, sampler=DrawSampler(51, 1551), drop_last=True)
+    assert len(kd) == len(control) == len(list(control)) == 24
