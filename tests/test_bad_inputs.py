@@ -112,7 +112,7 @@ def _unlabeled_case(ws: Path, name: str) -> tuple[Path, str]:
                 r"u\.csv: 1 missing rgb_path file\(s\) \(line 3: .*gone\.jpg")
     if name == "unlabeled_no_ir_column":
         return (_write(ws, "u.csv", "rgb_path,other\nu1.jpg,u1.png\n"),
-                r"u\.csv: missing required column\(s\) ir_path")
+                r"u\.csv: no IR column \(looked for ir_path")
     raise AssertionError(name)
 
 
