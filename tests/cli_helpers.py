@@ -70,6 +70,8 @@ def assert_one_line_error(code: int, err: str, pattern: str) -> None:
 
     assert code != 0, "expected a non-zero exit code"
     assert "Traceback" not in err, err
-    error_lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(error_lines) == 1, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    error_lines = [line for line in lines if "error:" in line]
+    assert len(error_lines) == 1, err  # alone
+    assert lines[-1] == error_lines[0], err  # and last: nothing after it (a log line, a warning)
     assert re.search(pattern, error_lines[0]), f"{pattern!r} not in {error_lines[0]!r}"

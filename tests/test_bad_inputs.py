@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import assert_one_line_error, run_cli, snapshot
+from cli_helpers import assert_one_line_error, run_cli, run_subprocess, snapshot
 
 from firekd.locks import FileLock
 
@@ -90,13 +90,41 @@ def _case(ws: Path, name: str) -> tuple[list[str], str]:
         return ["--csv", csv, "--ir_range", "10", "5"], r"--ir_range: LO must be below HI"
     if name == "loss_weights_unknown_term":
         return ["--csv", csv, "--loss_weights", "l2=0.3"], r"--loss_weights: no selected variant has the term 'l2'"
+    if name.startswith("unlabeled_"):
+        unlabeled, pattern = _unlabeled_case(ws, name)
+        return ["--csv", csv, "--unlabeled_csv", unlabeled], pattern
+    raise AssertionError(name)
+
+
+def _unlabeled_case(ws: Path, name: str) -> tuple[Path, str]:
+    """An --unlabeled_csv case: (the CSV, expected message pattern). Its pairs are copies of the first
+    labelled pair's images under other names (a labelled pair itself would only be left out)."""
+    rgb, ir = (ws / "data" / cell for cell in _csv_text(ws).splitlines()[1].split(",")[:2])
+    shutil.copy(rgb, ws / "data" / "u1.jpg")
+    shutil.copy(ir, ws / "data" / "u1.png")
+    if name == "unlabeled_missing_csv":
+        return ws / "data" / "nope_u.csv", r"nope_u\.csv: CSV file not found"
+    if name == "unlabeled_stray_label":
+        return (_write(ws, "u.csv", "rgb_path,ir_path,fire,smoke\nu1.jpg,u1.png,,\nu1.jpg,u1.png,1,\n"),
+                r"u\.csv: line 3: column 'fire' has value '1' in a CSV of unlabelled pairs")
+    if name == "unlabeled_missing_image":
+        return (_write(ws, "u.csv", "rgb_path,ir_path\nu1.jpg,u1.png\ngone.jpg,u1.png\n"),
+                r"u\.csv: 1 missing rgb_path file\(s\) \(line 3: .*gone\.jpg")
+    if name == "unlabeled_no_ir_column":
+        return (_write(ws, "u.csv", "rgb_path,other\nu1.jpg,u1.png\n"),
+                r"u\.csv: no IR column \(looked for ir_path")
     raise AssertionError(name)
 
 
 CASES = ["csv_missing", "not_a_csv", "empty_csv", "missing_column", "bad_label", "missing_image",
          "corrupt_jpeg", "zero_byte_image", "unknown_teacher", "unknown_variant", "negative_epochs",
          "sparsity_out_of_range", "temperature_zero", "batch_size_zero", "split_too_small",
-         "unwritable_output", "bad_ir_range", "loss_weights_unknown_term"]
+         "unwritable_output", "bad_ir_range", "loss_weights_unknown_term", "unlabeled_missing_csv",
+         "unlabeled_stray_label", "unlabeled_missing_image", "unlabeled_no_ir_column"]
+# one case per way an error reaches the user (argparse, the labelled CSV, the output folder, the
+# unlabelled pairs' images), run as real processes (each costs an interpreter start): the line must
+# also be the last one the process writes, after any logging and at-exit output
+IN_A_PROCESS = ["unknown_variant", "bad_label", "unwritable_output", "unlabeled_missing_image"]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -109,6 +137,17 @@ def test_bad_input(name: str, workspace: Path, capsys):
     after = snapshot(workspace)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing changed
     assert not any("metrics/resnet18" in k for k in after)  # and no run started
+
+
+@pytest.mark.parametrize("name", IN_A_PROCESS)
+def test_bad_input_in_a_real_process(name: str, workspace: Path):
+    extra, pattern = _case(workspace, name)
+    output = ["--output", workspace / "output"] if "--output" not in extra else []
+    before = snapshot(workspace)
+    proc = run_subprocess([*TRAIN, *output, *extra])
+    assert_one_line_error(proc.returncode, proc.stderr, pattern)
+    after = snapshot(workspace)
+    assert {k: v for k, v in after.items() if k in before} == before
 
 
 def test_a_second_writer_of_the_same_run_is_refused_naming_the_holder(workspace: Path, capsys):

@@ -116,7 +116,10 @@ def test_compiled_int8_matches_eager_and_static_batch_pads(fp32_and_int8):
         eager = quantized(x)[0]
         chunked = StaticBatch(compiled, 4)(x)[0]
     assert chunked.shape == eager.shape
+    # inductor's fused int8 kernels round otherwise than the eager graph: close, not equal (the
+    # README says so); measured: logits up to 4% of the largest apart, probabilities under 0.001
     assert (chunked - eager).abs().max() <= 0.05 * eager.abs().max()
+    assert (chunked.sigmoid() - eager.sigmoid()).abs().max() <= 0.002
 
 
 @pytest.mark.slow
@@ -280,7 +283,8 @@ def test_onnx_fp32_and_int8_match_torch(tmp_path):
 
 TINY = ["--teacher", "resnet18", "--variant", "kl_bce", "--epochs_teacher", "1", "--epochs_student", "1",
         "--finetune_epochs", "1", "--no_pretrained", "--img_size", str(SIZE), "--num_workers", "0",
-        "--batch_size", "16", "--calibration_batches", "2", "--latency_runs", "3", "--no_quant_compile"]
+        "--batch_size", "16", "--calibration_batches", "2", "--latency_runs", "3", "--no_quant_compile",
+        "--no_figures"]
 EFFICIENCY = ("params", "gflops", "size_mb", "latency_ms_b1", "latency_ms_b32", "cpu_threads")
 MODELS = ("teacher", "student", "student_quantized", "student_pruned")
 
@@ -350,6 +354,9 @@ def test_export_command_writes_and_evaluates_onnx(trained_run, synth_small, tmp_
     assert results["run"]["img_size"] == SIZE  # from the checkpoint
     assert results["student_onnx"]["f1_macro"] == pytest.approx(results["student"]["f1_macro"], abs=0.02)
     assert results["student_onnx_int8"]["size_mb"] < results["student_onnx"]["size_mb"] / 3
+    # onnxruntime's static int8 (QDQ): each probability moves a little, so F1 stays close (a few of
+    # the ~15 test pairs near a threshold may flip)
+    assert abs(results["student_onnx_int8"]["f1_macro"] - results["student"]["f1_macro"]) <= 0.1
     assert "student_onnx_int8" in out
     for wrong, pattern in ((models / "teacher_best.pth", "holds a teacher model, expected a student"),
                            (models / "student_quantized.pth", "is the int8 student")):

@@ -147,6 +147,27 @@ def test_flame2_repeated_frames_same_labels_gaps_and_paths_outside(tmp_path: Pat
     assert "fire=0 smoke=0: 12" in stdout and "fire=1 smoke=0: 11" in stdout
 
 
+@pytest.mark.parametrize(("policy", "expected"), [("drop", None), ("first", (1, 0)), ("last", (1, 1))])
+def test_flame2_conflicting_labels_on_generated_files(tmp_path: Path, capsys, policy, expected):
+    """What the real label file does at frame 41642 (two ranges, two label sets), on made-up files:
+    frames 9-10 are listed YN on line 4 and YY on line 5; frame 14 twice with the same labels."""
+    labels = write_labels(tmp_path / "labels.txt", "1\t10\tYN", "9 14 yy", "14\t16\tYY")
+    folder = flame2_folder(tmp_path / "images", range(1, 17))
+    out = tmp_path / "data.csv"
+    code, _, err = convert_flame2(capsys, labels, folder, out, "--on_conflict", policy)
+    assert code == 0, err
+    assert "2 frame(s) listed with conflicting labels (e.g. frame 9, 10, on lines 4, 5)" in err
+    assert "1 frame(s) listed more than once with the same labels (e.g. 14)" in err
+    table = pd.read_csv(out)
+    assert table["frame"].is_unique
+    assert table["frame"].tolist() == ([*range(1, 9), *range(11, 17)] if expected is None else list(range(1, 17)))
+    for frame in (9, 10):
+        row = table.loc[table["frame"] == frame, ["fire", "smoke"]].to_numpy().tolist()
+        assert row == ([] if expected is None else [list(expected)])
+    assert (table.loc[table["frame"] < 9, ["fire", "smoke"]] == [1, 0]).all().all()
+    assert (table.loc[table["frame"] > 10, ["fire", "smoke"]] == [1, 1]).all().all()
+
+
 @pytest.mark.parametrize(("lines", "pattern"), [
     (["1\t10\tNN", "11\t20\tNX"], r"labels.txt: line 5: expected 'FIRST<TAB>LAST<TAB>XY'.*got '11\t20\tNX'"),
     (["1\t10\tNN", "oops"], r"line 5: expected .* got 'oops'"),

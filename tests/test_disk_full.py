@@ -27,7 +27,7 @@ from firekd.io import read_json, save_figure, save_payload, write_csv, write_jso
 
 TORCH_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 4096 vs 3968"
 TRAIN = ["train", "--teacher", "resnet18", "--variant", "kl_bce", "--seeds", "1", "--no_pretrained",
-         "--img_size", "32", "--num_workers", "0", "--no_compress", "--max_embed_points", "0",
+         "--img_size", "32", "--num_workers", "0", "--no_compress", "--max_embed_points", "0", "--no_figures",
          "--batch_size", "32", "--epochs_student", "1", "--lr_teacher", "1e-3"]
 
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 # embedding figures are tested on tiny_run (test_evaluation); here they would only cost time
 TINY = ["--epochs_teacher", "1", "--epochs_student", "1", "--no_pretrained", "--img_size", "32",
         "--finetune_epochs", "1", "--no_quant_compile", "--latency_runs", "2", "--max_embed_points", "0",
-        "--num_workers", "0", "--batch_size", "32", "--lr_teacher", "1e-3"]
+        "--num_workers", "0", "--batch_size", "32", "--lr_teacher", "1e-3", "--no_figures"]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pipeline_data")
@@ -135,7 +135,7 @@ def spec_runs(data, tmp_path_factory):
         [sys.executable, str(ROOT / f"scripts/resnet-152/train_kd_{variant}.py"), "--csv", str(data),
          "--output", "output", "--epochs_teacher", "1", "--epochs_student", "1", "--batch_size", "32",
          "--seeds", "42", "--no_pretrained", "--img_size", "32", "--num_workers", "0",
-         "--lr_teacher", "1e-3", "--max_embed_points", "0", "--no_compress", "--latency_runs", "2"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--lr_teacher", "1e-3", "--max_embed_points", "0", "--no_compress", "--latency_runs", "1", "--no_figures"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for variant in ("kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce")]
     results = [p.communicate(timeout=900) for p in procs]
     for proc, (_, err) in zip(procs, results, strict=True):

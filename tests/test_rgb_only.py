@@ -16,7 +16,7 @@ from firekd.checkpoints import load_payload
 NO_IR = r"no IR column .*columns found: rgb_path, fire, smoke.* --teacher_modalities rgb"
 TINY_RUN = ["--no_pretrained", "--seeds", "0", "--img_size", "32",
             "--epochs_teacher", "1", "--epochs_student", "1", "--batch_size", "32", "--num_workers", "0",
-            "--no_compress", "--max_embed_points", "0"]
+            "--no_compress", "--max_embed_points", "0", "--no_figures"]
 
 
 @pytest.fixture

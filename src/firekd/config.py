@@ -303,6 +303,10 @@ class ExecConfig:
     max_embed_points: int = option(2000, kind=FIGURE, group="figures", type=non_negative_int,
                                    help="test samples (a seeded random subset) shown in each "
                                         "t-SNE/UMAP figure; 0 skips those figures")
+    figures: bool = option(True, kind=EXEC, group="figures", switch=((), ("--no_figures",)),
+                           help="skip each seed's metric and t-SNE/UMAP figures (confusion matrices, "
+                                "ROC/PR curves...); metrics, predictions and training curves are still "
+                                "written")
     jobs: int = option(1, kind=EXEC, group="parallel jobs (see README: Scaling)", type=positive_int,
                        ablation_only=True,
                        help="run grid jobs in N parallel processes on this machine (CPU); teacher "

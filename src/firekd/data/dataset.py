@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from firekd.data.images import IRSpec, decode_sample
 from firekd.data.transforms import PairedTransform, sample_keys
@@ -114,6 +114,40 @@ class CollateTransform:
         if self.draw is not None and self.draw.train:
             return (*batch, augmentation_params(self.draw, batch, self.seed))
         return batch
+
+
+class DrawSampler(Sampler[int]):
+    """``num_samples`` draws per epoch from a dataset of whole copies of ``n`` samples
+    (`firekd.recipes.data.DataBundle.dataset` with ``repeat``): every whole copy that fits, plus a
+    random part of the next copy, in a random order. Each sample is drawn ``num_samples // n`` times
+    or once more, each time as another copy (another index: another augmented view). So an epoch of
+    the control has exactly as many draws, and batches, as the KD students' epoch.
+
+    ``generator`` (reseeded by the caller every epoch) gives the order in a single process. Under
+    DDP (``world_size`` > 1) the order comes from (``seed``, epoch), the same on every rank, and
+    rank r takes every world_size-th draw of it, the tail cut off as `DistributedSampler` does with
+    ``drop_last``."""
+
+    def __init__(self, n: int, num_samples: int, generator: torch.Generator | None = None, *,
+                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.num_samples, self.generator = n, num_samples, generator
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+
+    def __len__(self) -> int:
+        return self.num_samples // self.world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = self.generator
+        if g is None:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+        whole, part = divmod(self.num_samples, self.n)
+        extra = whole * self.n + torch.randperm(self.n, generator=g)[:part]  # a part of the next copy
+        chosen = torch.cat([torch.arange(whole * self.n), extra])
+        order = chosen[torch.randperm(len(chosen), generator=g)]
+        return iter(order[: len(self) * self.world_size][self.rank::self.world_size].tolist())
 
 
 def make_loader(dataset: PairedDataset, *, batch_size: int, train: bool,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch import nn
 
 from firekd.checkpoints import load_payload, save_model
 from firekd.config import RunConfig
-from firekd.data.dataset import make_loader
+from firekd.data.dataset import DrawSampler, make_loader
 from firekd.data.transforms import PairedTransform
 from firekd.engine import distributed
 from firekd.engine.evaluation import Evaluation
@@ -129,16 +130,24 @@ def seed_run(cfg: RunConfig, data: DataBundle, seed: int, writer: Writer) -> See
     datasets = {split: data.dataset(split) for split in ("train", "val", "test")}
     if data.unlabeled_count:
         datasets["train_kd"] = data.dataset("train", with_unlabeled=True)
-        repeat = round(len(datasets["train_kd"]) / len(datasets["train"]))
-        datasets["train_control"] = data.dataset("train", repeat=repeat)
-        log.info("bce control (seed %d): its %d labelled pairs %d times per epoch (in new views), as many "
-                 "steps as the KD students' %d labelled + unlabelled pairs", seed, len(datasets["train"]),
-                 repeat, len(datasets["train_kd"]))
+        labelled, draws = len(datasets["train"]), len(datasets["train_kd"])
+        datasets["train_control"] = data.dataset("train", repeat=math.ceil(draws / max(1, labelled)))
     samplers = _distributed_samplers(datasets, seed)
+    if data.unlabeled_count:  # exactly the KD students' number of draws, so of optimizer steps
+        info = distributed.info()
+        samplers["train_control"] = DrawSampler(
+            labelled, draws, None if info.enabled else shuffle, seed=seed, rank=info.rank,
+            world_size=info.world_size)
     train = {name: make_loader(datasets[name], train=True, generator=shuffle, sampler=samplers[name],
                                transform=None if on_device else train_tf,
                                draw=train_tf if on_device else None, **common)  # params: in the workers
              for name in datasets if name.startswith("train")}
+    if data.unlabeled_count:
+        times = f"{draws // labelled}" + (f" or {draws // labelled + 1}" if draws % labelled else "")
+        log.info("bce control (seed %d): %d draws per epoch from its %d labelled pairs (each %s times, in "
+                 "new views): %d optimizer steps per epoch, as the KD students' %d on %d labelled + %d "
+                 "unlabelled pairs", seed, draws, labelled, times, len(train["train_control"]),
+                 len(train["train_kd"]), labelled, draws - labelled)
     loaders = Loaders(
         train=train["train"], train_kd=train.get("train_kd", train["train"]),
         train_control=train.get("train_control", train["train"]),

@@ -43,6 +43,8 @@ def write_seed_outputs(run: SeedRun, dirs: SeedDirs, models: dict[str, ModelResu
 
 def _figures(run: SeedRun, graphs: Path, models: dict[str, ModelResult], title: str,
              teacher: TeacherResult | None) -> None:
+    if not run.cfg.execution.figures:
+        return
     write_metric_figures(graphs, {name: result.evaluation for name, result in models.items()}, title)
     points = run.cfg.execution.max_embed_points
     for name in EMBEDDED_MODELS:
