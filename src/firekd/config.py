@@ -303,7 +303,7 @@ class ExecConfig:
     max_embed_points: int = option(2000, kind=FIGURE, group="figures", type=non_negative_int,
                                    help="test samples (a seeded random subset) shown in each "
                                         "t-SNE/UMAP figure; 0 skips those figures")
-    figures: bool = option(True, kind=EXEC, group="figures", switch=((), ("--no_figures",)),
+    figures: bool = option(True, kind=FIGURE, group="figures", switch=((), ("--no_figures",)),
                            help="skip each seed's metric and t-SNE/UMAP figures (confusion matrices, "
                                 "ROC/PR curves...); metrics, predictions and training curves are still "
                                 "written")
