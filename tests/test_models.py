@@ -301,7 +301,7 @@ def test_unavailable_pretrained_weights_fail_clearly(monkeypatch):
     message = str(info.value)
     assert "\n" not in message and "resnet18" in message and "couldn't connect" in message
     assert "--no_pretrained" in message and "--teacher_weights PATH" in message
-    with pytest.raises(ModelError, match="pretrained=False"):
+    with pytest.raises(ModelError, match="--student_weights PATH"):
         create_student("mobilenetv3_small_100", pretrained=True)
 
 
