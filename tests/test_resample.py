@@ -137,7 +137,7 @@ def test_each_seeds_teacher_control_and_students_share_the_seeds_own_split(synth
     caplog.clear()
     code, _, err = run_cli(args, capsys)  # a rerun finds every seed done: the seed keys are stable
     assert code == 0, err
-    assert caplog.text.count("already done, skipping") == 2  # the KD seeds; the controls: in their store
+    assert caplog.text.count("already done, skipping") == 4  # kl_bce and the control, 2 seeds each
     assert "epoch 1/1" not in caplog.text  # nothing trained again, the controls neither
 
 
