@@ -209,3 +209,19 @@ def test_a_resume_state_is_found_from_another_working_directory(tmp_path):
     assert FileCheckpointer(tmp_path, "student", model, "student", moved, Writer()).load_last() == {"epoch": 3}
     other = {**meta, "settings": {"data": "other"}}
     assert FileCheckpointer(tmp_path, "student", model, "student", other, Writer()).load_last() is None
+
+
+def test_a_figure_change_reuses_the_onnx_export(finished, tmp_path):
+    csv, _ = finished
+    out = tmp_path / "out"
+    args = ["ablation", "--csv", csv, "--output", out, "--teachers", "resnet18", "--variants", "kl_bce", *TINY,
+            "--finetune_epochs", "1", "--calibration_batches", "1", "--compress", "--onnx", "--no_quant_compile"]
+    assert main([str(a) for a in args]) == 0
+    models = out / "models" / "resnet18_kl_bce" / "seed_1"
+    marker = json.loads((models / "student_onnx.store.json").read_text())
+    stamp = (models / "student_best_int8.onnx").stat().st_mtime_ns
+    assert main([str(a) for a in [*args, "--max_embed_points", "16"]]) == 0
+    assert json.loads((models / "student_onnx.store.json").read_text())["build"] == marker["build"]
+    assert (models / "student_best_int8.onnx").stat().st_mtime_ns == stamp
+    final = json.loads((out / "metrics" / "resnet18_kl_bce" / "seed_1" / "final_evaluation.json").read_text())
+    assert "student_onnx_int8" in final

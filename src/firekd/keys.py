@@ -8,7 +8,8 @@ the recipe version. A field added to a stage enters its key unless it is declare
     teacher key     = teacher stage + optimisation + labelled data + seed + world size
     student key     = student stage + optimisation + data (+ unlabelled pool) + seed + world size
                       + variant + teacher key (a KD student) or control key (``self_kd``)
-    compressed keys = student key + the settings of that compressed form
+    compressed keys = student key + the settings of that stored form (pruned, ONNX; int8 is
+                      re-quantized with the outputs)
     outputs key     = student key + compression + figure settings   (a seed's final_evaluation.json)
     run key         = the student's settings without the seed       (a run folder's config.json)
 """
@@ -140,11 +141,6 @@ def student_key(cfg: RunConfig, teacher: str, variant: str, lineage: Lineage) ->
     """The student of ``variant`` (distilled from ``teacher``'s stored teacher when it has one)."""
     t_key = teacher_key(cfg, teacher, lineage, variant)
     return stable_hash(student_settings(cfg, variant, lineage.on(t_key)))
-
-
-def quantized_settings(cfg: RunConfig) -> dict:
-    c = cfg.compress
-    return {"form": "int8", "calibration_batches": c.calibration_batches, "compiled": c.quant_compile}
 
 
 def pruned_settings(cfg: RunConfig) -> dict:

@@ -75,14 +75,14 @@ class Store:
         """Forget the artefact (hold the lock): the marker goes first, so it is never read as done."""
         self.writer.remove(self.marker)
 
-    def clear(self, *keep: str) -> None:
-        """Remove the marker, then every file of the folder but the locks and ``keep`` (names).
-        Only for a store that owns its folder."""
+    def clear(self) -> None:
+        """Remove the marker, then every file of the folder but the locks. Only for a store that
+        owns its folder."""
         self.invalidate()
         if not self.folder.exists():
             return
         for path in self.folder.iterdir():
-            if not (path.name.endswith((".lock", ".lock.holder")) or path.name in keep):
+            if not path.name.endswith((".lock", ".lock.holder")):
                 self.writer.remove(path)
 
     def publish(self, record: dict | None = None) -> str:

@@ -62,13 +62,15 @@ def compress_students(run: SeedRun, students: dict[str, StudentResult],
         for variant, s in students.items():
             store = compressed_store(run, s, "student_onnx", onnx_settings(run.cfg))
             done = store.done()
-            store.invalidate()
+            if not done:
+                store.invalidate()
             calibration = itertools.islice(calibration_batches(run), run.cfg.compress.calibration_batches)
             out[variant].update(onnx_stages(s.model, calibration, run.loaders.val, run.loaders.test,
                                             cpu_runtime(run.rt), s.dirs.models, "student_best",
                                             run.cfg.compress.latency_threads, run.data.config.img_size,
                                             run.writer.enabled and not done))
-            store.publish()
+            if not done:  # a reused export keeps its build id
+                store.publish()
     return out
 
 
