@@ -74,6 +74,21 @@ def test_int8_outputs_close_to_fp32(fp32_and_int8):
     assert nn.functional.cosine_similarity(q_emb, ref_emb).min() > 0.99
 
 
+def test_int8_graph_takes_eval_and_train_as_no_ops(fp32_and_int8):
+    """Evaluation calls .eval() on every model: on the int8 graph (captured in eval mode) it changes
+    nothing, neither the graph nor the outputs."""
+    _, quantized = fp32_and_int8
+    x, ops = images(4, seed=5), [(n.op, n.target, n.args[1:]) for n in quantized.graph.nodes]
+    with torch.no_grad():
+        before = quantized(x)[0]
+        assert quantized.eval() is quantized and quantized.train() is quantized
+        assert torch.equal(quantized(x)[0], before)
+    assert [(n.op, n.target, n.args[1:]) for n in quantized.graph.nodes] == ops
+    assert not any("batch_norm" in str(target) for _, target, _ in ops)  # folded into the convolutions
+    dropouts = [args for _, target, args in ops if "dropout" in str(target)]
+    assert dropouts and all(train is False for _, train in dropouts)  # in its inference form
+
+
 def test_quantized_file_holds_int8_weights_only_and_round_trips(fp32_and_int8, tmp_path):
     model, quantized = fp32_and_int8
     q_path, fp_path = tmp_path / "student_quantized.pth", tmp_path / "student_best.pth"

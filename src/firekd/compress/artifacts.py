@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from firekd.compress.quantize import batch_dim, export_example
+from firekd.compress.quantize import batch_dim, eval_mode_only, export_example
 from firekd.errors import ModelError, first_line
 from firekd.io import atomic_path
 
@@ -40,7 +40,7 @@ def save_quantized(path: str | Path, module: torch.fx.GraphModule, example: torc
 
 def load_quantized(path: str | Path) -> tuple[nn.Module, dict]:
     """(int8 module, metadata) from a ``save_quantized`` file; ModelError for anything else."""
-    from torchao.quantization.pt2e import allow_exported_model_train_eval  # registers the int8 ops
+    import torchao.quantization.pt2e  # noqa: F401  (registers the int8 ops)
 
     path = Path(path)
     meta = read_quantized_meta(path)
@@ -50,9 +50,7 @@ def load_quantized(path: str | Path) -> tuple[nn.Module, dict]:
             program = torch.export.load(fh)
     except Exception as exc:  # deserialisation errors come in many types
         raise ModelError(f"{path}: cannot load the int8 program ({first_line(exc)})") from None
-    module = program.module()
-    allow_exported_model_train_eval(module)
-    return module, meta
+    return eval_mode_only(program.module()), meta
 
 
 def read_quantized_meta(path: str | Path) -> dict:

@@ -11,6 +11,7 @@ dequantize ops around fp32 ops: run eagerly it is slower than the fp32 model; in
 from __future__ import annotations
 
 import copy
+import types
 from collections.abc import Iterable
 
 import torch
@@ -64,7 +65,6 @@ def quantize_int8(model: nn.Module, batches: Iterable[torch.Tensor],
     Returns (quantized graph module on the CPU, number of calibration batches used). The caller's
     model is left as it was (a copy is exported).
     """
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     source = copy.deepcopy(model).cpu().eval()
@@ -83,8 +83,17 @@ def quantize_int8(model: nn.Module, batches: Iterable[torch.Tensor],
         raise ModelError("int8 calibration needs at least one training batch; the train split is empty")
     quantized = convert_pt2e(prepared)
     drop_unused_tensors(quantized)
-    allow_exported_model_train_eval(quantized)  # evaluation code calls .eval() on every model
-    return quantized, used
+    return eval_mode_only(quantized), used
+
+
+def eval_mode_only(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Let evaluation code call ``.eval()`` / ``.train()`` on an exported int8 graph (export
+    forbids both) as no-ops: it was captured in eval mode, so dropout is gone and BatchNorm is in
+    its inference form (folded). torchao's ``allow_exported_model_train_eval`` would re-trace its
+    dropout and BatchNorm patterns on every call (about a second each) to change nothing."""
+    module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]
+    module.eval = types.MethodType(lambda self: self, module)  # type: ignore[method-assign]
+    return module
 
 
 def drop_unused_tensors(module: torch.fx.GraphModule) -> None:
