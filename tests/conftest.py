@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# one torch thread per pytest-xdist worker (two workers share two cores), else two; set before
+# torch is imported anywhere
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+
 from firekd.data.synthetic import SynthConfig
 from firekd.recipes.synth import write_synthetic
 
@@ -17,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # FIREKD_SHARED_DATA points elsewhere when the project is not checked out beside ../shared
 SHARED_DATA = Path(os.environ.get("FIREKD_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
 # decoded caches of test runs go to a throw-away folder, never to the user's ~/.cache
 os.environ["FIREKD_CACHE_DIR"] = tempfile.mkdtemp(prefix="firekd-test-cache-")
 atexit.register(shutil.rmtree, os.environ["FIREKD_CACHE_DIR"], ignore_errors=True)
@@ -59,3 +62,10 @@ def tiny_run(synth_small, tmp_path_factory) -> Path:
                  "--max_embed_points", "12", "--no_compress", "--latency_runs", "2"])
     assert code == 0
     return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files with slow end-to-end tests first: `make test` hands whole files to its two
+    pytest-xdist workers (--dist loadfile, so a module's shared fixtures are built once), and the
+    quick files fill the gaps at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept
