@@ -49,9 +49,7 @@ ablation's closing table and `firekd compare` fail after the results are written
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
-import ctypes
 import gc
 import importlib.metadata
 import importlib.util
@@ -59,7 +57,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -78,6 +75,10 @@ if (ROOT / "src" / "firekd").is_dir():  # measure the checkout this script belon
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (tests), not run
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _children import end_children, install_exit_handlers, start_child  # noqa: E402
 
 from firekd.config import ExecConfig  # noqa: E402
 from firekd.engine.loop import FitConfig, make_optimizer, train_step  # noqa: E402
@@ -116,14 +117,16 @@ FIREKD_WORKERS = ExecConfig.__dataclass_fields__["num_workers"].default
 # workers: the loader's, firekd's default --num_workers (what a user gets); prep_workers: writing
 # the synthetic pairs and building the cache, which is preparation, not measured against anything
 GPU_DEFAULTS = {"device": "auto", "img_size": 224, "n": 4000, "batch": 64, "steps": 30, "warmup": 8,
-                "loop_steps": 60, "workers": min(FIREKD_WORKERS, CPUS), "prep_workers": CPUS,
-                "budget_s": 420.0, "reserve_s": 180.0,
+                "loop_steps": 60, "warmup_epochs": 1, "workers": min(FIREKD_WORKERS, CPUS),
+                "prep_workers": CPUS, "budget_s": 420.0, "reserve_s": 180.0,
                 "ablation_n": 1200, "ablation_epochs": 2, "latency_runs": 0, "embed_points": 300,
                 "calibration_batches": 8, "min_ablation_s": 60.0}
 HELP = {"device": "auto, cpu, cuda or cuda:N", "img_size": "image size in px", "n": "synthetic pairs written",
         "batch": "batch size (halved on out-of-memory, noted)", "steps": "timed model-only steps",
         "warmup": "untimed model-only steps before them",
-        "loop_steps": "timed end-to-end steps at least (whole epochs, after one warm-up epoch)",
+        "warmup_epochs": "untimed epochs (0 or 1) before the end-to-end, whole-epoch and syncs measurements "
+                         "(workers start, cuDNN picks kernels, first files)",
+        "loop_steps": "timed end-to-end steps at least (whole epochs, after the warm-up epochs)",
         "workers": "loader workers (firekd's --num_workers)",
         "prep_workers": "processes writing the pairs and building the cache",
         "budget_s": "seconds for the whole check; what no longer fits is skipped, with the reason",
@@ -134,9 +137,9 @@ HELP = {"device": "auto, cpu, cuda or cuda:N", "img_size": "image size in px", "
         "calibration_batches": "its --calibration_batches",
         "min_ablation_s": "the ablation starts only with this much of the budget left"}
 SMOKE_DEFAULTS = {"device": "cpu", "img_size": 32, "n": 64, "batch": 16, "steps": 2, "warmup": 1,
-                  "loop_steps": 1, "workers": 1, "prep_workers": 1, "budget_s": 300.0, "reserve_s": 120.0,
-                  "ablation_n": 64, "ablation_epochs": 1, "latency_runs": 0, "embed_points": 0,
-                  "calibration_batches": 1, "min_ablation_s": 5.0}
+                  "loop_steps": 1, "warmup_epochs": 0, "workers": 1, "prep_workers": 1, "budget_s": 300.0,
+                  "reserve_s": 120.0, "ablation_n": 64, "ablation_epochs": 1, "latency_runs": 0,
+                  "embed_points": 0, "calibration_batches": 1, "min_ablation_s": 5.0}
 
 
 # --- bookkeeping: clock, budget, report ---------------------------------------------------------
@@ -356,10 +359,11 @@ class LoopRunner:
         self.progress.start_epoch(self.epoch)
         train_epoch([self.progress], self.loader, self.run.rt, self.epoch)
 
-    def rate(self, min_steps: int, deadline: float = float("inf")) -> dict:
-        """One warm-up epoch (workers start, cuDNN picks kernels), then whole epochs timed until
-        at least ``min_steps`` steps, or fewer (at least one epoch) past ``deadline``."""
-        self.one_epoch()
+    def rate(self, min_steps: int, deadline: float = float("inf"), warmup_epochs: int = 1) -> dict:
+        """``warmup_epochs`` untimed epochs (workers start, cuDNN picks kernels), then whole epochs
+        timed until at least ``min_steps`` steps, or fewer (at least one epoch) past ``deadline``."""
+        for _ in range(warmup_epochs):
+            self.one_epoch()
         steps, seconds, epochs = 0, 0.0, 0
         while epochs == 0 or (steps < min_steps and time.perf_counter() <= deadline):
             t0 = clock(self.run.rt)
@@ -398,7 +402,8 @@ def whole_epoch(ctx: Context, name: str, task: nn.Module, batch: int, weights: d
     """(c) Whole epochs as a stage runs them (`firekd.engine.loop.fit_many`'s body): the data epoch,
     train_epoch, validate (the teacher-output cache as a student stage uses it), end_epoch with its
     checkpoint writes. Epoch 1 warms up (validation kernels, first files); epoch 2 is timed, unless
-    the model's share of the budget is spent (then epoch 1, noted)."""
+    the model's share of the budget is spent (then epoch 1, noted) or --warmup_epochs is 0 (epoch 1
+    alone, as the smoke run does)."""
     from firekd.engine.loop import Member, _Progress, train_epoch, validate
     from firekd.io import Writer
     from firekd.recipes.context import FileCheckpointer
@@ -415,7 +420,7 @@ def whole_epoch(ctx: Context, name: str, task: nn.Module, batch: int, weights: d
     cache: dict = {}
     out: dict[str, Any] = {}
     try:
-        for epoch in (1, 2):
+        for epoch in (1, 2)[:1 + min(1, ctx.args.warmup_epochs)]:
             if epoch == 2 and ctx.past_deadline():
                 out["epoch_note"] = "epoch 1 (with its warm-up): the model's share of the budget was spent"
                 break
@@ -612,8 +617,8 @@ def measure_training(ctx: Context, name: str, model: nn.Module, batch: int) -> d
         out["peak_gib"] = peak_gib(rt)
         return out
     try:
-        loop = LoopRunner(task, ctx.seed_run(batch), weights, f"{name} end-to-end").rate(args.loop_steps,
-                                                                                        ctx.deadline)
+        loop = LoopRunner(task, ctx.seed_run(batch), weights, f"{name} end-to-end").rate(
+            args.loop_steps, ctx.deadline, args.warmup_epochs)
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as exc:  # the model-only rate stands; say why the loop has none
@@ -656,11 +661,13 @@ def measure_kd(ctx: Context, teacher: nn.Module, batch: int, alone: dict) -> tup
 
 
 def measure_syncs(ctx: Context, task: nn.Module, batch: int, kd_rate: float) -> dict:
-    """Section 5: one warm-up epoch of the end-to-end KD loop, then one with every host sync counted."""
+    """Section 5: --warmup_epochs warm-up epochs of the end-to-end KD loop, then one with every host
+    sync counted."""
     weights = VARIANTS[KD_VARIANT]
     runner = LoopRunner(task, ctx.seed_run(batch), weights, f"KD {KD_VARIANT} end-to-end")
-    runner.one_epoch()
-    if ctx.past_deadline():
+    for _ in range(ctx.args.warmup_epochs):
+        runner.one_epoch()
+    if ctx.args.warmup_epochs and ctx.past_deadline():
         raise BudgetSpent("the model's share of the budget was spent after the warm-up epoch")
     t0 = clock(runner.run.rt)
     with counting_syncs(runner.run.rt) as caught:
@@ -842,44 +849,6 @@ for argv in commands:
     with open(record_path, "w") as f:
         json.dump(record, f)
 """
-
-
-CHILDREN: set[int] = set()  # process groups of running children, ended with the script
-
-
-def end_children() -> None:
-    """Kill every child's process group (the driver and its loader workers)."""
-    for pgid in list(CHILDREN):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        CHILDREN.discard(pgid)
-
-
-def _on_signal(signum, frame) -> None:
-    end_children()
-    raise SystemExit(128 + signum)  # unwinds main(): the report is saved, the work folder removed
-
-
-def die_with_parent() -> None:
-    """In the child before exec: the kernel sends it SIGKILL when this script dies, even by SIGKILL
-    (Linux; elsewhere the atexit and signal handlers are what ends it)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-
-
-def install_exit_handlers() -> None:
-    """Children end with the script: at exit, and on SIGTERM/SIGINT/SIGHUP."""
-    atexit.register(end_children)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, _on_signal)
-
-
-def start_child(argv: list[str], stdout, env: dict | None = None) -> subprocess.Popen:
-    """A child in its own process group (its loader workers with it), ended with the script."""
-    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                            preexec_fn=die_with_parent if sys.platform == "linux" else None)
-    CHILDREN.add(proc.pid)  # its own session: its pid is its process group's id
-    return proc
 
 
 def run_cli(commands: list[list[str]], log_path: Path, timeout_s: float) -> dict[str, dict]:

@@ -141,15 +141,24 @@ def test_the_budget_is_checked_inside_a_models_measurement():
     assert gc.Budget(100).share(reserve_s=40, parts=3) - time.perf_counter() == pytest.approx(20, abs=1)
 
 
+# the script's exit handling (benchmarks/_children.py, standard library only: no torch to import)
 CHILD_HOLDER = """
 import subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
-import gpu_check
-gpu_check.install_exit_handlers()
-child = gpu_check.start_child([sys.executable, "-c", "import time; time.sleep(120)"], subprocess.DEVNULL)
+import _children
+_children.install_exit_handlers()
+child = _children.start_child([sys.executable, "-c", "import time; time.sleep(120)"], subprocess.DEVNULL)
 print(child.pid, flush=True)
 time.sleep(120)
 """
+
+
+def test_the_script_starts_and_ends_its_children_with_the_holders_functions():
+    """What test_children_end_with_the_script runs is what gpu_check.py runs."""
+    gc = _script()
+    children = sys.modules["_children"]
+    assert gc.start_child is children.start_child and gc.install_exit_handlers is children.install_exit_handlers
+    assert gc.end_children is children.end_children
 
 
 def _gone(pid: int) -> bool:
