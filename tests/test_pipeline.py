@@ -22,9 +22,12 @@ from firekd.recipes.synth import write_synthetic
 
 pytestmark = pytest.mark.slow
 # embedding figures are tested on tiny_run (test_evaluation); here they would only cost time
+# one optimizer step per epoch (84 training pairs), one calibration batch; latency is not looked at here
+# (test_compress, and the spec scripts below)
 TINY = ["--epochs_teacher", "1", "--epochs_student", "1", "--no_pretrained", "--img_size", "32",
-        "--finetune_epochs", "1", "--no_quant_compile", "--latency_runs", "2", "--max_embed_points", "0",
-        "--num_workers", "0", "--batch_size", "32", "--lr_teacher", "1e-3", "--no_figures"]
+        "--finetune_epochs", "1", "--no_quant_compile", "--latency_runs", "0", "--max_embed_points", "0",
+        "--num_workers", "0", "--batch_size", "128", "--calibration_batches", "1", "--lr_teacher", "1e-3",
+        "--no_figures"]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pipeline_data")
@@ -127,13 +130,15 @@ def test_other_settings_into_the_same_run_folder_are_refused(ablation: Path, dat
 
 
 @pytest.fixture(scope="module")
-def spec_runs(data, tmp_path_factory):
-    """The spec's three variant scripts for ResNet-152, started at once into one --output."""
+def spec_runs(tmp_path_factory):
+    """The spec's three variant scripts for ResNet-152, started at once into one --output: 48 pairs,
+    one optimizer step per epoch, as the claims are about concurrency, not about the models."""
     cwd = tmp_path_factory.mktemp("spec")
+    write_synthetic(SynthConfig(n=48, size=32, seed=7), cwd / "data")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(
-        [sys.executable, str(ROOT / f"scripts/resnet-152/train_kd_{variant}.py"), "--csv", str(data),
-         "--output", "output", "--epochs_teacher", "1", "--epochs_student", "1", "--batch_size", "32",
+        [sys.executable, str(ROOT / f"scripts/resnet-152/train_kd_{variant}.py"), "--csv", "data/data.csv",
+         "--output", "output", "--epochs_teacher", "1", "--epochs_student", "1", "--batch_size", "64",
          "--seeds", "42", "--no_pretrained", "--img_size", "32", "--num_workers", "0",
          "--lr_teacher", "1e-3", "--max_embed_points", "0", "--no_compress", "--latency_runs", "1", "--no_figures"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for variant in ("kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce")]

@@ -106,7 +106,7 @@ def _ablation(csv: Path, out: Path, *extra: str) -> list[str]:
     return ["ablation", "--csv", str(csv), "--output", str(out), "--teachers", "resnet18", "--variants",
             "kl_bce", "bce", "--seeds", "1", "2", "--epochs_teacher", "1", "--epochs_student", "1",
             "--no_pretrained", "--img_size", "32", "--num_workers", "0", "--batch_size", "32",
-            "--max_embed_points", "0", "--no_compress", "--latency_runs", "0", *extra]
+            "--max_embed_points", "0", "--no_compress", "--latency_runs", "0", "--no_figures", *extra]
 
 
 @pytest.mark.slow

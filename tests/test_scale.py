@@ -34,7 +34,7 @@ GRID = ["--teachers", "resnet18", "--variants", "kl_bce", "bce", "--seeds", "1",
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("scale_data")
     # an easy set (no hidden fires, no distractors): the student learns something in a few epochs
-    write_synthetic(SynthConfig(n=128, size=32, seed=9, hidden_fire_rate=0, small_fire_rate=0,
+    write_synthetic(SynthConfig(n=64, size=32, seed=9, hidden_fire_rate=0, small_fire_rate=0,
                                 distractor_rate=0), out)
     return out / "data.csv"
 

@@ -97,7 +97,7 @@ def test_slice_metrics_reach_every_output_and_are_added_to_finished_seeds(synth_
     args = ["ablation", "--csv", csv, "--output", out, "--teachers", "resnet18", "--variants", "kl_bce",
             "bce", "--seeds", "1", "2", "--epochs_teacher", "1", "--epochs_student", "1", "--no_pretrained",
             "--img_size", "32", "--num_workers", "0", "--batch_size", "32", "--max_embed_points", "0",
-            "--no_compress", "--latency_runs", "0"]
+            "--no_compress", "--latency_runs", "0", "--no_figures"]  # the seeds' figures: test_evaluation
     assert run_cli(args, capsys)[0] == 0
     final = json.loads((out / "metrics/resnet18_kl_bce/seed_1/final_evaluation.json").read_text())
     assert not any(parse_slice_key(k) for k in final["student"])

@@ -168,11 +168,12 @@ def test_retrain_teacher_never_takes_a_consumers_teacher_away(finished, tmp_path
 
 def test_compression_and_figure_settings_train_no_model_and_make_new_outputs(finished, tmp_path, logs):
     csv, _ = finished
-    out = tmp_path / "out"
+    out = copy_output(finished, tmp_path)  # its teacher and students, trained without compression
     args = ["ablation", "--csv", csv, "--output", out, "--teachers", "resnet18", "--variants", "kl_bce", *TINY,
             "--finetune_epochs", "1", "--calibration_batches", "1", "--compress"]
     run = lambda *extra: main([str(a) for a in [*args, *extra]])  # noqa: E731
     assert run("--no_quant_compile") == 0
+    assert [line for line in epochs(logs) if not line.startswith("[finetune")] == []
     final = out / "metrics" / "resnet18_kl_bce" / "seed_1" / "final_evaluation.json"
     assert not (out / "graphs" / "resnet18_kl_bce" / "seed_1" / "tsne_student.png").exists()
     logs.clear()
@@ -213,7 +214,7 @@ def test_a_resume_state_is_found_from_another_working_directory(tmp_path):
 
 def test_a_figure_change_reuses_the_onnx_export(finished, tmp_path):
     csv, _ = finished
-    out = tmp_path / "out"
+    out = copy_output(finished, tmp_path)  # its teacher and students: only compression and export run
     args = ["ablation", "--csv", csv, "--output", out, "--teachers", "resnet18", "--variants", "kl_bce", *TINY,
             "--finetune_epochs", "1", "--calibration_batches", "1", "--compress", "--onnx", "--no_quant_compile"]
     assert main([str(a) for a in args]) == 0
