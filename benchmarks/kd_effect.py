@@ -38,7 +38,7 @@ import pandas as pd
 from firekd.cli import main as firekd
 from firekd.data.synthetic import SynthConfig
 from firekd.metrics.stats import holm, paired_tests, summarize_values
-from firekd.recipes.compare import find_runs
+from firekd.recipes.compare import Run, find_runs
 from firekd.recipes.synth import write_synthetic
 
 HIDDEN_RECALL = "recall_fire[hidden_in_rgb=1]"  # recall of fires RGB does not show (the slice IR is for)
@@ -149,15 +149,19 @@ def arm(root: Path, data: Path, args, name: str, seeds: list[str], *extra: str) 
     return time.perf_counter() - t0
 
 
-def seed_values(root: Path, arm_name: str, run: str, metric: str, model: str = "student") -> dict:
-    if not (root / arm_name / "metrics").exists():
-        return {}
-    found = [r for r in find_runs(root / arm_name) if r.name == run]
-    return found[0].seed_values(model, metric) if found else {}
+def load_runs(root: Path) -> dict[tuple[str, str], Run]:
+    """Every arm's runs, read once: {(arm, run name): Run}."""
+    return {(arm_name, r.name): r for arm_name in ("side", "task", "untrained")
+            if (root / arm_name / "metrics").exists() for r in find_runs(root / arm_name)}
 
 
-def test_row(root: Path, test: Test, only: set[int] | None = None) -> dict:
-    a, b = seed_values(root, *test.a, test.metric), seed_values(root, *test.b, test.metric)
+def seed_values(runs: dict, arm_name: str, run: str, metric: str, model: str = "student") -> dict:
+    found = runs.get((arm_name, run))
+    return found.seed_values(model, metric) if found else {}
+
+
+def test_row(runs: dict, test: Test, only: set[int] | None = None) -> dict:
+    a, b = seed_values(runs, *test.a, test.metric), seed_values(runs, *test.b, test.metric)
     seeds = sorted(set(a) & set(b) & (only if only is not None else set(a)))
     res = paired_tests([a[s] for s in seeds], [b[s] for s in seeds])
     return {"test": test.name, "metric": test.metric, "a": "/".join(test.a), "b": "/".join(test.b),
@@ -198,16 +202,16 @@ ARMS = [("side", IR), ("side", RGB), ("side", BCE), ("side", SELF), ("task", IR)
         ("untrained", IR)]
 
 
-def arms_table(root: Path) -> list[str]:
+def arms_table(runs: dict) -> list[str]:
     lines = ["| arm | run | n | teacher F1 macro | student F1 macro | student recall, RGB-hidden fires |",
              "|---|---|---|---|---|---|"]
     for arm_name, run in ARMS:
         cells = []
         for model, metric in (("teacher", F1), ("student", F1), ("student", HIDDEN_RECALL)):
-            s = summarize_values(list(seed_values(root, arm_name, run, metric, model).values()))
+            s = summarize_values(list(seed_values(runs, arm_name, run, metric, model).values()))
             cells.append("n/a" if s["mean"] is None else
                          f"{s['mean']:.4f} [{_f(s['ci95_low'], '.4f')}, {_f(s['ci95_high'], '.4f')}]")
-        n = len(seed_values(root, arm_name, run, F1))
+        n = len(seed_values(runs, arm_name, run, F1))
         teacher = "-" if run in (BCE, SELF) else cells[0]
         lines.append(f"| {arm_name} | {run} | {n} | {teacher} | {cells[1]} | {cells[2]} |")
     return lines
@@ -217,21 +221,22 @@ def arms_table(root: Path) -> list[str]:
 DEMO_TESTS = [PRIMARY, SECONDARY[1], SECONDARY[2], SECONDARY[5]]
 
 
-def replication_table(root: Path, args) -> list[str]:
+def replication_table(runs: dict, args) -> list[str]:
     halves = {"1-6": set(range(1, 7)),
               f"7-{args.replicates}": set(range(7, args.replicates + 1))}
     lines = ["| test | metric | seeds | A - B [95% CI] | t-test p |", "|---|---|---|---|---|"]
     for test in DEMO_TESTS:
         for label, seeds in halves.items():
-            r = test_row(root, test, seeds)
+            r = test_row(runs, test, seeds)
             lines.append(f"| {test.name} | {test.metric} | {label} (n = {r['n']}) | {_f(r['diff'], '+.4f')} "
                          f"[{_f(r['ci_low'], '+.4f')}, {_f(r['ci_high'], '+.4f')}] | {_f(r['p'], '.3g')} |")
     return lines
 
 
 def write_results(root: Path, args, times: dict[str, float]) -> str:
-    primary = test_row(root, PRIMARY)
-    secondary = [test_row(root, t) for t in SECONDARY]
+    runs = load_runs(root)
+    primary = test_row(runs, PRIMARY)
+    secondary = [test_row(runs, t) for t in SECONDARY]
     for row, p in zip(secondary, holm([r["p"] for r in secondary]), strict=True):
         row["p_holm"] = p
     text = "\n".join([
@@ -243,8 +248,8 @@ def write_results(root: Path, args, times: dict[str, float]) -> str:
         "### Primary comparison (named before the run, not adjusted)", "", *tests_table([primary], False), "",
         f"### Secondary comparisons (Holm over these {len(secondary)} tests)", "",
         *tests_table(secondary, True), "",
-        "### Arms (mean [95% CI] over replicates)", "", *arms_table(root), "",
-        "### Replication: seeds 1-6 against the others", "", *replication_table(root, args), "",
+        "### Arms (mean [95% CI] over replicates)", "", *arms_table(runs), "",
+        "### Replication: seeds 1-6 against the others", "", *replication_table(runs, args), "",
         "wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()), ""])
     (root / "study.md").write_text(text)
     return text
