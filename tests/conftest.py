@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 
 # one torch thread per pytest-xdist worker (two workers share two cores), else two; set before
-# torch is imported anywhere
-os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+# torch is imported anywhere. A worker overrides what it inherits: the xdist controller loads this
+# file too and would hand its "2" down, and two workers of two threads on two cores run 1.5x slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+else:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 from firekd.data.synthetic import SynthConfig
 from firekd.recipes.synth import write_synthetic
@@ -64,8 +68,37 @@ def tiny_run(synth_small, tmp_path_factory) -> Path:
     return out
 
 
+# Files whose tests share a session fixture go to one pytest-xdist worker, which builds it once.
+SHARED_FIXTURE_FILES = {"tiny_run": ("test_compare_report.py", "test_evaluation.py", "test_report_details.py",
+                                     "test_teacher_check.py")}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The files with slow end-to-end tests first: `make test` hands whole files to its two
     pytest-xdist workers (--dist loadfile, so a module's shared fixtures are built once), and the
     quick files fill the gaps at the end."""
+    for fixture, files in SHARED_FIXTURE_FILES.items():
+        strays = sorted({item.path.name for item in items
+                         if fixture in getattr(item, "fixturenames", ()) and item.path.name not in files})
+        if strays:
+            raise pytest.UsageError(f"{', '.join(strays)} use {fixture}: add them to SHARED_FIXTURE_FILES")
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept
+
+
+@pytest.hookimpl(optionalhook=True)  # a plain `pytest` without pytest-xdist still runs
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadfile, with the files of SHARED_FIXTURE_FILES as one unit, in collection order
+    (xdist would reorder the files by their number of tests, which puts slow files last)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    group = {name: fixture for fixture, files in SHARED_FIXTURE_FILES.items() for name in files}
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return group.get(path.rpartition("/")[2], path)
+
+    config.option.loadscopereorder = False
+    return SharedFixtureScheduling(config, log)

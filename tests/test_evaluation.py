@@ -4,6 +4,7 @@ images, and `firekd evaluate` on a tiny real run's checkpoints reproduces the ru
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,21 @@ def test_subsample_is_capped_seeded_and_the_same_for_every_model():
 def test_projection_needs_a_few_points():
     with pytest.raises(ValueError, match="at least"):
         project(np.zeros((3, 8)), "tsne")
+
+
+def test_umap_leaves_torch_on_its_thread_count():
+    """numba's first launch in a process (here UMAP's) set OpenMP, and so torch, to every core:
+    after drawing figures, a run under OMP_NUM_THREADS=1 (or a pytest-xdist worker) went on with
+    all of them."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, torch; from firekd.reporting.embeddings import project; "
+            "project(np.random.rand(20, 4), 'umap'); print(torch.get_num_threads())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1"]
 
 
 def test_figures_are_pngs_with_content(tmp_path: Path):

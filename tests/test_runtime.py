@@ -203,3 +203,14 @@ def test_an_fp16_scaler_resumes_from_a_bf16_or_cpu_state(saved):
     disabled = torch.amp.GradScaler("cpu", enabled=False)
     load_scaler_state(disabled, fp16.state_dict())  # an fp16 state on a bf16/CPU run: ignored
     assert not disabled.is_enabled()
+
+
+def test_a_pytest_xdist_worker_runs_one_torch_thread():
+    """`make test` runs two workers on two cores: two threads each would oversubscribe them."""
+    import os
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("not under pytest-xdist (make test runs it there)")
+    import torch
+
+    assert torch.get_num_threads() == 1

@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 
+from firekd.metrics.efficiency import cpu_threads
+
 METHODS = ("tsne", "umap")
 MIN_POINTS = 5  # below this neither projection says anything
 
@@ -52,8 +54,10 @@ def _umap(x: np.ndarray, seed: int) -> np.ndarray:
 
     k = min(15, len(x) - 1)
     dists, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
-    with warnings.catch_warnings():  # random_state disables parallelism; no search index for transform
-        warnings.simplefilter("ignore")
+    # numba starts its OpenMP pool with every core on its first launch, and that count is torch's
+    # too: a --jobs worker's share of the threads (or OMP_NUM_THREADS) would become all cores
+    with warnings.catch_warnings(), cpu_threads(None):
+        warnings.simplefilter("ignore")  # random_state disables parallelism; no search index for transform
         import umap
 
         reducer = umap.UMAP(n_components=2, n_neighbors=k, random_state=seed,
