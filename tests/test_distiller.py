@@ -115,3 +115,21 @@ def test_projector_is_trained_and_not_part_of_the_student():
 def test_no_projector_without_the_l2_term(terms):
     teacher, student = _models()
     assert Distiller(student, teacher, terms).projector is None
+
+
+def test_unlabelled_pairs_reach_the_kd_terms_and_never_the_bce():
+    """A batch mixing labelled and unlabelled pairs (labels NaN): the distiller's `bce` is the BCE of
+    the labelled rows alone, and an unlabelled row's logits get gradient from the KD term only."""
+    from firekd.kd import losses
+
+    teacher, student = _models()
+    task = Distiller(student.eval(), teacher, {"kl", "bce"})  # eval: BatchNorm does not mix the rows
+    g = torch.Generator().manual_seed(0)
+    rgb, ir = torch.randn(6, 3, SIZE, SIZE, generator=g), torch.randn(6, 1, SIZE, SIZE, generator=g)
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]] + [[float("nan")] * 2] * 2)
+    logits, raw = task(rgb, ir, labels)
+    torch.testing.assert_close(raw["bce"], losses.bce(logits[:4], labels[:4], None))
+    (bce_grad,) = torch.autograd.grad(raw["bce"], logits, retain_graph=True)
+    (kl_grad,) = torch.autograd.grad(raw["kl"], logits)
+    assert (bce_grad[4:] == 0).all() and (bce_grad[:4] != 0).all()
+    assert (kl_grad[4:] != 0).all()
