@@ -123,6 +123,9 @@ def test_compressed_students_stay_close_to_fp32(lockstep):
         expected = {"kl_bce": {"train_kl", "train_bce"}, "kl_l2_bce": {"train_kl", "train_l2", "train_bce"},
                     "bce": {"train_bce"}}[variant]
         assert terms == expected, (variant, terms)  # fine-tuned with the variant's own loss
+        if variant == "kl_l2_bce":  # and its trained projector: a fresh one starts where training did
+            trained = [e["train_l2"] for e in _student_log(lockstep, variant)["epochs"]]
+            assert log["epochs"][0]["train_l2"] < (trained[0] + min(trained)) / 2, (trained, log["epochs"])
 
 
 def test_lockstep_gives_each_variant_what_it_gets_alone(data, teacher, lockstep, tmp_path):
