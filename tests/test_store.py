@@ -183,10 +183,23 @@ def test_compression_and_figure_settings_train_no_model_and_make_new_outputs(fin
     assert (out / "graphs" / "resnet18_kl_bce" / "seed_1" / "tsne_student.png").exists()
     assert any("student_pruned kl_bce: reusing" in line for line in logs)
     logs.clear()
-    # a compression setting, the later of a pair winning: int8 compiled now, nothing trains
-    assert run("--no_quant_compile", "--max_embed_points", "16", "--quant_compile") == 0
+    # a compression setting (the later of two values winning): new outputs, same run, nothing trains.
+    # (Compiling int8 would show the same; it costs tens of seconds of inductor on a fresh machine,
+    # and test_compress compiles; the later of a switch pair winning is test_a_later_switch_wins.)
+    before = json.loads(final.read_text())["run"]
+    assert run("--no_quant_compile", "--max_embed_points", "16", "--calibration_batches", "2") == 0
     assert epochs(logs) == []
-    assert json.loads(final.read_text())["student_quantized"]["compiled"] is True
+    after = json.loads(final.read_text())["run"]
+    assert after["run_key"] == before["run_key"] and after["outputs_key"] != before["outputs_key"]
+
+
+@pytest.mark.parametrize("switches, compiled", [(("--no_quant_compile", "--quant_compile"), True),
+                                                (("--quant_compile", "--no_quant_compile"), False)])
+def test_a_later_switch_wins(switches, compiled):
+    """DEMO_FLAGS appends to the Makefile's flags: the later of a switch pair must win, not clash."""
+    from firekd.cli import build_parser
+
+    assert build_parser().parse_args(["ablation", "--csv", "x.csv", *switches]).quant_compile is compiled
 
 
 def test_an_rgb_only_teacher_reuses_the_control(finished, tmp_path, logs):
