@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
-# Both create .venv when missing and reinstall only when pyproject.toml changed.
+# Both create .venv when missing and reinstall only when pyproject.toml changed. --no-compile: pip
+# would byte-compile every installed file (a minute of the install); Python compiles what it imports.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -14,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
 	@touch $(STAMP)
 
 # The demo: the headline of the study in benchmarks/kd_effect.py (its `side` arm, the same data),
