@@ -1,6 +1,5 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
-# Both create .venv when missing and reinstall only when pyproject.toml changed. --no-compile: pip
-# would byte-compile every installed file (a minute of the install); Python compiles what it imports.
+# Both create .venv when missing and reinstall only when pyproject.toml changed.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -15,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
-	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
 # The demo: the headline of the study in benchmarks/kd_effect.py (its `side` arm, the same data),
