@@ -27,12 +27,14 @@ $(STAMP): pyproject.toml
 # once with RGB+IR input and once with RGB only. Students: KD (kl_bce) from each teacher and the
 # two no-teacher baselines, the `bce` control and `self_kd`. The report answers: KD against the
 # best no-teacher baseline, and what IR adds. A re-run skips finished work; DEMO_SEEDS reseeds
-# (e.g. DEMO_SEEDS="7 8 9 10 11 12"), DEMO_FLAGS overrides any flag (e.g. --compress).
+# (e.g. DEMO_SEEDS="7 8 9 10 11 12"), DEMO_FIGURES= draws the figures, DEMO_FLAGS overrides any
+# other flag (e.g. --compress).
 DEMO_PRETRAIN ?= demo_pretrain
 DEMO_SEEDS ?= 1 2 3 4 5 6
 DEMO_FLAGS ?=
+DEMO_FIGURES ?= --no_figures --max_embed_points 0
 DEMO_COMMON := --img_size 32 --no_pretrained --lr_teacher 1e-3 --batch_size 64 --num_workers 0 \
-	--max_embed_points 0 --latency_runs 0 --save_every 10 --no_figures --no_compress
+	--latency_runs 0 --save_every 10 $(DEMO_FIGURES) --no_compress
 demo: $(STAMP)
 	@test -f $(DEMO_DATA)/pretrain/data.csv || $(VENV)/bin/firekd synth --out $(DEMO_DATA)/pretrain --n 3000 \
 		--size 32 --seed 99 --rgb_cue 0.3 --side_labels
