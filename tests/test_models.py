@@ -19,13 +19,13 @@ from firekd.models.registry import resolve_teacher_name, teacher_aliases
 
 SIZE, BATCH = 32, 2
 SWIN_SIZE = 64  # at 32 px swin's last stage is one token wide and its position-bias table idle
+TEACHERS = list_teachers()
+STUDENTS = [*list_students(), "mobilenetv3_small_100"]
+CNN_TEACHERS = ("resnet152", "efficientnet_b7")
 
 
 def size_of(name: str) -> int:
     return SWIN_SIZE if "swin" in name else SIZE
-TEACHERS = list_teachers()
-STUDENTS = [*list_students(), "mobilenetv3_small_100"]
-CNN_TEACHERS = ("resnet152", "efficientnet_b7")
 
 _CACHE: dict[tuple, nn.Module] = {}
 
