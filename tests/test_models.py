@@ -125,7 +125,9 @@ def test_teacher_grad_checkpointing_keeps_gradients_and_bn_statistics(name):
     plain, ckpt = copy.deepcopy(base), copy.deepcopy(base)
     ckpt.set_grad_checkpointing()
     plain_bytes, ckpt_bytes = _train_step(plain, rgb, ir), _train_step(ckpt, rgb, ir)
-    assert ckpt_bytes < 0.6 * plain_bytes  # the blocks' activations really were dropped
+    # the blocks' activations really were dropped (resnet10t keeps more: its three-conv stem at
+    # H/2 runs outside the checkpointed blocks, which are one per stage)
+    assert ckpt_bytes < (0.8 if name == "resnet10t" else 0.6) * plain_bytes
     grads = dict(plain.named_parameters())
     for key, p in ckpt.named_parameters():
         assert torch.allclose(p.grad, grads[key].grad, rtol=1e-4, atol=1e-6), key
@@ -263,7 +265,7 @@ def test_inputs_are_renormalised_for_the_backbone():
 
 def test_spec_teachers_are_registered_with_folder_aliases():
     assert TEACHERS[:4] == ["resnet152", "efficientnet_b7", "swin_tiny", "vit_b_16"]
-    assert {"resnet18", "resnet50"} <= set(TEACHERS)
+    assert {"resnet10t", "resnet18", "resnet50"} <= set(TEACHERS)
     for alias, name in [("resnet-152", "resnet152"), ("efficientnet-b7", "efficientnet_b7"),
                         ("swin-tiny", "swin_tiny"), ("vit-b-16", "vit_b_16"),
                         ("ResNet-152", "resnet152")]:
@@ -339,6 +341,16 @@ def test_pretrained_file_loads_and_seeds_the_ir_stem(resnet18_file, ir_channels)
     assert torch.allclose(ir_stem.sum(dim=1), rgb_stem.sum(dim=1), atol=1e-6)
     assert torch.allclose(ir_stem[:, 0], rgb_stem.mean(dim=1) * 3 / ir_channels)
     assert torch.equal(model.ir_stem[1].running_var, source.bn1.running_var)
+
+
+@pytest.mark.parametrize("ir_channels", [1, 3])
+def test_a_deep_stem_gets_an_ir_copy_whose_first_conv_takes_the_ir_channels(ir_channels):
+    model = teacher("resnet10t", ir_channels=ir_channels)
+    rgb_stem, ir_stem = model.backbone.conv1, model.ir_stem[0]  # Sequential(conv, bn, act, ...)
+    assert ir_stem[0].weight.shape[1] == ir_channels and rgb_stem[0].weight.shape[1] == 3
+    assert torch.allclose(ir_stem[0].weight.sum(dim=1), rgb_stem[0].weight.sum(dim=1), atol=1e-6)
+    assert torch.equal(ir_stem[3].weight, rgb_stem[3].weight)  # the rest of the stem: a copy
+    assert ir_stem[3].weight is not rgb_stem[3].weight  # not shared: IR learns its own stem
 
 
 def test_pretrained_file_missing_or_foreign(tmp_path, resnet18_file):
