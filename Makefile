@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
 	@# pip byte-compiles each file on one core as it installs (~65 s of the ~115 s); compileall
 	@# does the same on every core (~25 s on 2). Like pip, it skips files this Python cannot
-	@# compile (torch ships a 3.12-only test file), hence the `|| true`.
+	@# compile (torch ships a 3.12-only test file), hence the `|| true`. Do not drop it: where
+	@# PYTHONDONTWRITEBYTECODE is set, no later process writes .pyc files and each recompiles torch.
 	$(PY) -m compileall -qq -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_path('purelib'))") || true
 	@touch $(STAMP)
 
