@@ -314,8 +314,8 @@ def resnet18(**kwargs) -> Teacher:
 
 @register_teacher("resnet10t", aliases=("resnet-10t",))
 def resnet10t(**kwargs) -> Teacher:
-    """The lightest extra teacher (deep stem, one block per stage: about 60% of ResNet-18's
-    time per image): for demos and tests on CPU; same late fusion as ResNet-152."""
+    """The lightest extra teacher (deep stem, one block per stage: about 0.73x ResNet-18's time
+    per training step at 32 px): for demos on CPU; same late fusion as ResNet-152."""
     return ResNetTeacher("resnet10t", "resnet10t", **kwargs)
 
 
