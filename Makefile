@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml
 # with the lighter resnet10t teacher so that ten seeds fit 15 minutes on 2 cores), seeds 1-10.
 # Drone footage of RGB+IR pairs is cheap, labels are not: each seed draws its own split and keeps
 # 60 labelled training pairs (--resample_split --n_labelled 60); the rest of the training split
-# and 1,500 more pairs are unlabelled. A fire buried under smoke leaves
-# only a faint trace in RGB (--rgb_cue 0.3) and is plain in IR. The teacher's backbone starts from
+# and 1,500 more pairs are unlabelled. A fire buried under smoke leaves only a faint trace in RGB
+# (--rgb_cue 0.3) and is plain in IR. The teacher's backbone starts from
 # weights learnt on a disjoint synthetic set's side variables (orange objects, haze: never fire or
 # smoke; the offline stand-in for ImageNet weights), then learns the task from the seed's 60 labels,
 # once with RGB+IR input and once with RGB only. Students: KD (kl_bce) from each teacher and the
