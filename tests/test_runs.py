@@ -64,7 +64,7 @@ def test_the_control_is_trained_once_per_seed_and_shown_under_every_teacher(two_
         assert "teacher" not in finals[0]
         for teacher in ("resnet18", "resnet50"):  # every file of the seed is there, linked
             assert (out / f"models/{teacher}_bce/seed_{seed}/student_best.pth").is_file()
-            assert (out / f"graphs/{teacher}_bce/seed_{seed}/student_training_curves.png").is_file()
+            assert (out / f"metrics/{teacher}_bce/seed_{seed}/predictions_student.csv").is_file()
     for teacher in ("resnet18", "resnet50"):
         agg = json.loads((out / f"metrics/{teacher}_bce/aggregated_results.json").read_text())
         assert agg["seeds"] == [1, 2]

@@ -20,7 +20,7 @@ from firekd.recipes.context import Loaders
 
 TINY = ["--epochs_teacher", "1", "--epochs_student", "1", "--no_pretrained", "--img_size", "32",
         "--num_workers", "0", "--batch_size", "32", "--lr_teacher", "1e-3", "--max_embed_points", "0",
-        "--no_compress", "--latency_runs", "0"]
+        "--no_compress", "--latency_runs", "0", "--no_figures"]
 TEACHERS = ("resnet18", "resnet50")
 
 

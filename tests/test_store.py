@@ -44,9 +44,9 @@ def logs():
     root.removeHandler(handler)
 
 
-def ablation(csv: Path, out: Path, *extra, expect: int = 0) -> None:
+def ablation(csv: Path, out: Path, *extra, expect: int = 0, figures: bool = False) -> None:
     args = ["ablation", "--csv", csv, "--output", out, "--teachers", "resnet18", "--variants", "kl_bce", "bce",
-            *TINY, *extra]
+            *TINY, *([] if figures else ["--no_figures"]), *extra]
     assert main([str(a) for a in args]) == expect
 
 
@@ -56,7 +56,7 @@ def epochs(lines: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished KD + control ablation on 80 synthetic pairs: (data folder, output folder)."""
+    """A finished KD + control ablation on 80 synthetic pairs, no figures: (data folder, output folder)."""
     root = tmp_path_factory.mktemp("store")
     csv = synth(root / "d")
     ablation(csv, root / "out")
@@ -119,7 +119,7 @@ def test_a_build_killed_before_its_marker_is_rebuilt_not_read_as_done(finished, 
 def test_two_processes_wanting_one_control_train_it_once(finished, tmp_path):
     csv, _ = finished
     out = tmp_path / "out"
-    args = ["ablation", "--csv", csv, "--output", out, "--variants", "bce", *TINY]
+    args = ["ablation", "--csv", csv, "--output", out, "--variants", "bce", *TINY, "--no_figures"]
     procs = [run_subprocess_async([*args, "--teachers", t]) for t in ("resnet18", "resnet50")]
     results = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
@@ -148,8 +148,13 @@ def test_retrain_teacher_never_takes_a_consumers_teacher_away(finished, tmp_path
     the consumer's linked copy stays the teacher it distils from."""
     csv, _ = finished
     out = copy_output(finished, tmp_path)
+    ablation(csv, out, figures=True)  # the curves, drawn from the logs: they must go with the old teacher
     store = next((out / "teachers" / "resnet18").glob("seed_1-*"))
     linked = out / "models" / "resnet18_kl_bce" / "seed_1" / "teacher_best.pth"
+    graphs = out / "graphs" / "resnet18_kl_bce" / "seed_1"
+    curves = [store / "teacher_training_curves.png", graphs / "teacher_training_curves.png",
+              graphs / "student_training_curves.png"]
+    assert all(path.is_file() for path in curves)
     old = digest(linked)
     consumer = Store(store, "any", writer=Writer(), name="teacher")
     retrain = threading.Thread(target=ablation, args=(csv, out, "--retrain_teacher"))
@@ -164,6 +169,7 @@ def test_retrain_teacher_never_takes_a_consumers_teacher_away(finished, tmp_path
     assert any(line.startswith("[student kl_bce") for line in epochs(logs))  # its students too
     assert not any(line.startswith("[student bce") for line in epochs(logs))  # not the control
     assert digest(linked) == digest(store / "teacher_best.pth") != old  # relinked: the new teacher
+    assert not any(path.exists() for path in curves)  # retrained under --no_figures: no old curve shown
 
 
 def test_compression_and_figure_settings_train_no_model_and_make_new_outputs(finished, tmp_path, logs):
@@ -172,15 +178,21 @@ def test_compression_and_figure_settings_train_no_model_and_make_new_outputs(fin
     args = ["ablation", "--csv", csv, "--output", out, "--teachers", "resnet18", "--variants", "kl_bce", *TINY,
             "--finetune_epochs", "1", "--calibration_batches", "1", "--compress"]
     run = lambda *extra: main([str(a) for a in [*args, *extra]])  # noqa: E731
+    graphs = out / "graphs" / "resnet18_kl_bce" / "seed_1"
+    assert not list((out / "graphs").rglob("*.png")) and not list((out / "teachers").rglob("*.png"))
     assert run("--no_quant_compile") == 0
     assert [line for line in epochs(logs) if not line.startswith("[finetune")] == []
+    # figures on: the training curves of the models trained under --no_figures, drawn from their logs
+    store = next((out / "teachers" / "resnet18").glob("seed_1-*"))
+    assert (store / "teacher_training_curves.png").is_file()
+    assert all((graphs / f"{m}_training_curves.png").is_file() for m in ("teacher", "student"))
     final = out / "metrics" / "resnet18_kl_bce" / "seed_1" / "final_evaluation.json"
-    assert not (out / "graphs" / "resnet18_kl_bce" / "seed_1" / "tsne_student.png").exists()
+    assert not (graphs / "tsne_student.png").exists()
     logs.clear()
     # a figure setting: the figures are drawn, nothing trains, the pruned student is reused
     assert run("--no_quant_compile", "--max_embed_points", "16") == 0
     assert epochs(logs) == []
-    assert (out / "graphs" / "resnet18_kl_bce" / "seed_1" / "tsne_student.png").exists()
+    assert (graphs / "tsne_student.png").exists()
     assert any("student_pruned kl_bce: reusing" in line for line in logs)
     logs.clear()
     # a compression setting (the later of two values winning): new outputs, same run, nothing trains.
@@ -230,11 +242,11 @@ def test_a_figure_change_reuses_the_onnx_export(finished, tmp_path):
     out = copy_output(finished, tmp_path)  # its teacher and students: only compression and export run
     args = ["ablation", "--csv", csv, "--output", out, "--teachers", "resnet18", "--variants", "kl_bce", *TINY,
             "--finetune_epochs", "1", "--calibration_batches", "1", "--compress", "--onnx", "--no_quant_compile"]
-    assert main([str(a) for a in args]) == 0
+    assert main([str(a) for a in [*args, "--no_figures"]]) == 0
     models = out / "models" / "resnet18_kl_bce" / "seed_1"
     marker = json.loads((models / "student_onnx.store.json").read_text())
     stamp = (models / "student_best_int8.onnx").stat().st_mtime_ns
-    assert main([str(a) for a in [*args, "--max_embed_points", "16"]]) == 0
+    assert main([str(a) for a in args]) == 0  # figures on: new outputs
     assert json.loads((models / "student_onnx.store.json").read_text())["build"] == marker["build"]
     assert (models / "student_best_int8.onnx").stat().st_mtime_ns == stamp
     final = json.loads((out / "metrics" / "resnet18_kl_bce" / "seed_1" / "final_evaluation.json").read_text())

@@ -58,7 +58,7 @@ def test_steps_teacher_sets_the_schedule_and_the_check_runs_before_the_report(sy
                             "resnet18", "--variants", "kl_bce", "bce", "--seeds", "1", "--steps_teacher", "4",
                             "--epochs_student", "1", "--no_pretrained", "--img_size", "32", "--num_workers",
                             "0", "--batch_size", "32", "--max_embed_points", "0", "--no_compress",
-                            "--latency_runs", "0", "--patience_teacher", "5"], capsys)
+                            "--latency_runs", "0", "--patience_teacher", "5", "--no_figures"], capsys)
     assert code == 0, err
     log = json.loads((out / "metrics/resnet18_kl_bce/seed_1/teacher_train_log.json").read_text())
     assert len(log["epochs"]) == 2  # 67 train pairs in batches of 32: 3 steps an epoch, 4 steps -> 2 epochs

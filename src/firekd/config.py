@@ -304,9 +304,10 @@ class ExecConfig:
                                    help="test samples (a seeded random subset) shown in each "
                                         "t-SNE/UMAP figure; 0 skips those figures")
     figures: bool = option(True, kind=FIGURE, group="figures", switch=((), ("--no_figures",)),
-                           help="skip each seed's metric and t-SNE/UMAP figures (confusion matrices, "
-                                "ROC/PR curves...); metrics, predictions and training curves are still "
-                                "written")
+                           help="skip every per-seed figure (training curves, confusion matrices, "
+                                "PR curves, t-SNE/UMAP); metrics, predictions and training logs are still "
+                                "written, and a later run without it draws the figures from them "
+                                "without training again")
     jobs: int = option(1, kind=EXEC, group="parallel jobs (see README: Scaling)", type=positive_int,
                        ablation_only=True,
                        help="run grid jobs in N parallel processes on this machine (CPU); teacher "

@@ -13,9 +13,11 @@ from firekd.recipes.context import ModelResult, SeedRun
 from firekd.recipes.figures import EMBEDDED_MODELS, write_embedding_figures, write_metric_figures
 from firekd.recipes.slices import slice_metrics
 from firekd.recipes.teacher import TeacherResult
+from firekd.reporting.plots import training_curves
 from firekd.rundir import (
     FINAL_EVALUATION,
     SPLIT,
+    STUDENT_CURVES,
     STUDENT_LOG,
     SeedDirs,
     predictions_file,
@@ -24,7 +26,8 @@ from firekd.rundir import (
 
 def write_seed_outputs(run: SeedRun, dirs: SeedDirs, models: dict[str, ModelResult], *, title: str,
                        run_block: dict, teacher: TeacherResult | None = None) -> None:
-    """Figures, predictions and logs of every model of a seed, then final_evaluation.json."""
+    """Figures (the student's training curves among them, drawn from its log), predictions and logs
+    of every model of a seed, then final_evaluation.json."""
     if not run.writer.enabled:
         return
     _figures(run, dirs.graphs, models, title, teacher)
@@ -45,6 +48,8 @@ def _figures(run: SeedRun, graphs: Path, models: dict[str, ModelResult], title: 
              teacher: TeacherResult | None) -> None:
     if not run.cfg.execution.figures:
         return
+    history = models["student"].train_log["epochs"]
+    run.writer.figure(graphs / STUDENT_CURVES, lambda: training_curves(history, f"Student - {title}"))
     write_metric_figures(graphs, {name: result.evaluation for name, result in models.items()}, title)
     points = run.cfg.execution.max_embed_points
     for name in EMBEDDED_MODELS:

@@ -26,7 +26,6 @@ from firekd.keys import stable_hash, student_settings
 from firekd.models import build_student
 from firekd.recipes.context import FileCheckpointer, SeedRun, raise_failures
 from firekd.recipes.teacher import TeacherResult, data_meta, pos_weight_for, tensorboard, train_log
-from firekd.reporting.plots import training_curves
 from firekd.rundir import CHECKPOINTS, PROJECTOR, STUDENT_CURVES, STUDENT_LOG, SeedDirs
 from firekd.store import Store
 
@@ -129,6 +128,7 @@ def _reuse(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | 
 def _member(run: SeedRun, variant: str, dirs: SeedDirs, teacher: TeacherResult | Source | None,
             settings: dict) -> Member:
     cfg = run.cfg
+    run.writer.remove(dirs.graphs / STUDENT_CURVES)  # an earlier training's: the outputs draw the new one
     torch.manual_seed(run.seed)  # every variant's student starts from the same weights
     student = run.rt.prepare_model(build_student(cfg.student.arch, pretrained=cfg.student.pretrained,
                                                  weights=cfg.student.weights),
@@ -149,8 +149,6 @@ def _finish(run: SeedRun, variant: str, dirs: SeedDirs, member: Member, result,
             store: Store) -> StudentResult:
     task = member.task
     student = task.trained_modules()["model"]
-    run.writer.figure(dirs.graphs / STUDENT_CURVES,
-                      lambda: training_curves(result.history, f"Student ({variant}) - seed {run.seed}"))
     evaluation = evaluate_model(student, run.loaders.val, run.loaders.test, run.rt)
     member.checkpointer.finish(evaluation.thresholds)
     meta = member.checkpointer.meta

@@ -177,6 +177,7 @@ def obtain_teacher(run: SeedRun, name: str, retrained: set[str], *, own_variant:
                 store.clear()
             retrained.add(str(store.folder))
             result = _train_teacher(run, name, settings, store)
+        _draw_curves(run, name, result)
         for dirs in link_into:
             link_teacher(run.writer, result, dirs)
     return result
@@ -189,6 +190,18 @@ def link_teacher(writer: Writer, teacher: TeacherResult, dirs: SeedDirs) -> None
     writer.link(teacher.folder / TEACHER_LOG, dirs.metrics / TEACHER_LOG)
     if (teacher.folder / TEACHER_CURVES).exists():
         writer.link(teacher.folder / TEACHER_CURVES, dirs.graphs / TEACHER_CURVES)
+    else:  # not drawn (--no_figures, or never trained): no curve of an earlier teacher stays shown
+        writer.remove(dirs.graphs / TEACHER_CURVES)
+
+
+def _draw_curves(run: SeedRun, name: str, teacher: TeacherResult) -> None:
+    """The teacher's training curves, drawn from its log into its store once (hold the teacher's
+    lock): a teacher trained under --no_figures gets them when a later run draws figures."""
+    path, history = teacher.folder / TEACHER_CURVES, teacher.train_log["epochs"]
+    if run.cfg.execution.figures and history and not path.exists():
+        inputs = "RGB+IR" if run.cfg.teacher.modalities == "rgb+ir" else "RGB"
+        title = f"Teacher {name} ({inputs}) - seed {run.seed}"
+        run.writer.figure(path, lambda: training_curves(history, title))
 
 
 def _reuse_teacher(run: SeedRun, name: str, store: Store) -> TeacherResult:
@@ -203,6 +216,7 @@ def _reuse_teacher(run: SeedRun, name: str, store: Store) -> TeacherResult:
 
 def _train_teacher(run: SeedRun, name: str, settings: dict, store_: Store) -> TeacherResult:
     cfg, store = run.cfg, store_.folder
+    run.writer.remove(store / TEACHER_CURVES)  # an earlier build's, if any: drawn again from the new log
     torch.manual_seed(run.seed)
     model = build_teacher(run, name)
     if grad_checkpointing(run, name):  # before the weights reach the GPU: free memory as the run starts
@@ -218,11 +232,7 @@ def _train_teacher(run: SeedRun, name: str, settings: dict, store_: Store) -> Te
                             meta={"settings": settings, "data": data_meta(run.data)}, writer=run.writer)
     result = fit(task, run.loaders.train, run.loaders.val, fit_cfg, run.rt, ckpt, run.loaders.start_epoch,
                  on_epoch=tensorboard(cfg.execution.tensorboard and run.writer.enabled, store, "teacher"))
-    if result.history:
-        inputs = "RGB+IR" if cfg.teacher.modalities == "rgb+ir" else "RGB"
-        run.writer.figure(store / TEACHER_CURVES, lambda: training_curves(
-            result.history, f"Teacher {name} ({inputs}) - seed {run.seed}"))
-    else:  # --epochs_teacher 0: the initial weights are the teacher
+    if not result.history:  # --epochs_teacher 0: the initial weights are the teacher
         log.info("teacher %s seed %d: not trained (--epochs_teacher 0), its initial weights are the teacher",
                  name, run.seed)
         ckpt.save_best({"model": model.state_dict()}, 0, float("nan"))
