@@ -10,10 +10,8 @@ from firekd.engine.evaluation import predictions_table
 from firekd.io import Writer, read_json, write_csv, write_json
 from firekd.recipes.cards import write_cards
 from firekd.recipes.context import ModelResult, SeedRun
-from firekd.recipes.figures import EMBEDDED_MODELS, write_embedding_figures, write_metric_figures
 from firekd.recipes.slices import slice_metrics
 from firekd.recipes.teacher import TeacherResult
-from firekd.reporting.plots import training_curves
 from firekd.rundir import (
     FINAL_EVALUATION,
     SPLIT,
@@ -48,6 +46,10 @@ def _figures(run: SeedRun, graphs: Path, models: dict[str, ModelResult], title: 
              teacher: TeacherResult | None) -> None:
     if not run.cfg.execution.figures:
         return
+    # matplotlib and UMAP: imported only where figures are drawn (--no_figures processes start faster)
+    from firekd.recipes.figures import EMBEDDED_MODELS, write_embedding_figures, write_metric_figures
+    from firekd.reporting.plots import training_curves
+
     history = models["student"].train_log["epochs"]
     run.writer.figure(graphs / STUDENT_CURVES, lambda: training_curves(history, f"Student - {title}"))
     write_metric_figures(graphs, {name: result.evaluation for name, result in models.items()}, title)

@@ -32,7 +32,6 @@ from firekd.models import create_teacher
 from firekd.models.memory import free_device_bytes, should_checkpoint
 from firekd.recipes.context import FileCheckpointer, SeedRun
 from firekd.recipes.data import DataBundle
-from firekd.reporting.plots import training_curves
 from firekd.rundir import CHECKPOINTS, TEACHER_CURVES, TEACHER_LOG, SeedDirs, teacher_store
 from firekd.store import Store
 
@@ -199,6 +198,8 @@ def _draw_curves(run: SeedRun, name: str, teacher: TeacherResult) -> None:
     lock): a teacher trained under --no_figures gets them when a later run draws figures."""
     path, history = teacher.folder / TEACHER_CURVES, teacher.train_log["epochs"]
     if run.cfg.execution.figures and history and not path.exists():
+        from firekd.reporting.plots import training_curves  # matplotlib: only where figures are drawn
+
         inputs = "RGB+IR" if run.cfg.teacher.modalities == "rgb+ir" else "RGB"
         title = f"Teacher {name} ({inputs}) - seed {run.seed}"
         run.writer.figure(path, lambda: training_curves(history, title))
