@@ -21,7 +21,7 @@ from firekd.recipes.context import Loaders
 TINY = ["--epochs_teacher", "1", "--epochs_student", "1", "--no_pretrained", "--img_size", "32",
         "--num_workers", "0", "--batch_size", "32", "--lr_teacher", "1e-3", "--max_embed_points", "0",
         "--no_compress", "--latency_runs", "0", "--no_figures"]
-TEACHERS = ("resnet18", "resnet50")
+TEACHERS = ("resnet18", "resnet10t")
 
 
 def test_self_kd_distils_like_kl_bce_from_no_teacher():
@@ -54,7 +54,7 @@ def test_the_control_as_a_teacher_takes_rgb_and_ignores_ir():
 
 @pytest.fixture(scope="module")
 def two_teachers(tmp_path_factory):
-    """resnet18 and resnet50, kl_bce, the control and self_kd, one seed, unlabelled pairs."""
+    """resnet18 and resnet10t, kl_bce, the control and self_kd, one seed, unlabelled pairs."""
     from firekd.cli import main
 
     root = tmp_path_factory.mktemp("self_kd")
@@ -118,7 +118,7 @@ def test_self_kd_alone_reuses_the_stored_control_and_trains_nothing_again(two_te
                      "--output", str(out), "--teachers", *TEACHERS, "--variants", "self_kd", "--seeds", "1",
                      *TINY]) == 0
     assert _epochs(caplog.messages) == []
-    assert Path(out / "metrics/resnet50_self_kd/seed_1/final_evaluation.json").is_file()
+    assert Path(out / "metrics/resnet10t_self_kd/seed_1/final_evaluation.json").is_file()
 
 
 def test_the_report_answers_against_the_best_no_teacher_baseline_paired_by_seed(tmp_path, monkeypatch):
