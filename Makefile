@@ -14,14 +14,15 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
+	@# --no-compile: pip would byte-compile all 18,000 files on one core (~65 s); the first
+	@# processes of `make test` or `make demo` compile the ~6,000 they import, once (see below).
 	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
-	@# pip byte-compiles each file on one core as it installs (~65 s of the ~115 s); compileall
-	@# does the same on every core (~25 s on 2). Like pip, it skips files this Python cannot
-	@# compile (torch ships a 3.12-only test file), hence the `|| true`. Do not drop it: where
-	@# PYTHONDONTWRITEBYTECODE is set, no later process writes .pyc files and each recompiles torch.
-	@# Packages' own test folders (a fifth of the files) are never imported: skipped.
-	$(PY) -m compileall -qq -j 0 -x '/tests/' $$($(PY) -c "import sysconfig; print(sysconfig.get_path('purelib'))") || true
 	@touch $(STAMP)
+
+# Python caches the bytecode of what it imports (in .venv and __pycache__ folders, both ignored by
+# git): where PYTHONDONTWRITEBYTECODE is set, every process of the tests (~40) would compile torch
+# and the rest again, ~11 s of CPU each.
+unexport PYTHONDONTWRITEBYTECODE
 
 # The demo: the headline of the study in benchmarks/kd_effect.py (its `side` arm, the same data,
 # with the lighter resnet10t teacher so that ten seeds fit 15 minutes on 2 cores), seeds 1-10.
