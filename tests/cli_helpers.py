@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from firekd.cli import main
@@ -75,3 +78,17 @@ def assert_one_line_error(code: int, err: str, pattern: str) -> None:
     assert len(error_lines) == 1, err  # alone
     assert lines[-1] == error_lines[0], err  # and last: nothing after it (a log line, a warning)
     assert re.search(pattern, error_lines[0]), f"{pattern!r} not in {error_lines[0]!r}"
+
+
+@contextlib.contextmanager
+def log_lines(level: int = logging.NOTSET) -> Iterator[list[str]]:
+    """Every log line emitted inside the block, as text (the in-process CLI logs through the root logger)."""
+    lines: list[str] = []
+    handler = logging.Handler(level)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        root.removeHandler(handler)

@@ -49,14 +49,19 @@ def imports_of(path: Path) -> set[str]:
     return {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
 
 
+def owning_module(name: str, modules: dict) -> str:
+    """The module of ``modules`` that an imported name lives in (`from pkg import function`)."""
+    while name not in modules and "." in name:
+        name = name.rpartition(".")[0]
+    return name
+
+
 def import_graph() -> nx.DiGraph:
     modules = {module_name(p): p for p in (SRC / PACKAGE).rglob("*.py")}
     graph = nx.DiGraph()
     graph.add_nodes_from(modules)
     for name, path in modules.items():
-        for target in imports_of(path):
-            while target not in modules and "." in target:  # `from pkg import function`
-                target = target.rpartition(".")[0]
+        for target in (owning_module(n, modules) for n in imports_of(path)):
             if target in modules and target != name and not name.startswith(target + "."):
                 graph.add_edge(name, target)
     return graph
@@ -125,8 +130,5 @@ def test_a_training_process_imports_no_plotting_library():
         plotting = sorted(m for m in imported if m.split(".")[0] in ("matplotlib", "umap"))
         assert not plotting, f"{name} imports {plotting} at import time"
         assert "firekd.reporting.plots" not in imported and "firekd.recipes.figures" not in imported, name
-        for target in imported:
-            while target not in modules and "." in target:  # `from pkg import function`
-                target = target.rpartition(".")[0]
-            todo.append(target)
+        todo += [owning_module(target, modules) for target in imported]
     assert "firekd.recipes.jobs" in seen and "firekd.recipes.outputs" in seen  # the walk reached them

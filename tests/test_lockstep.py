@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from cli_helpers import log_lines
 
 from firekd.data.synthetic import SynthConfig
 from firekd.engine.loop import FitConfig, Member, fit_many
@@ -178,14 +179,8 @@ def test_killed_at_every_stage_then_rerun_gives_the_uninterrupted_models(data, l
     assert "[student kl_bce (seed 1)] epoch" not in log  # the trained students are loaded, not retrained
     assert not final.exists()
     # the last run, here: what it resumes from is the claim, not its process (one start fewer)
-    lines: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: lines.append(record.getMessage())
-    logging.getLogger().addHandler(handler)
-    try:
+    with log_lines(logging.INFO) as lines:
         _ablation(data, output, "--num_workers", "0")
-    finally:
-        logging.getLogger().removeHandler(handler)
     assert any(line.startswith("[finetune kl_bce (seed 1)] epoch 1/2") for line in lines)  # it ran
     assert not any(line.startswith("[student kl_bce (seed 1)] epoch") for line in lines)
     assert _models(output) == _models(lockstep)

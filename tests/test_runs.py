@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import assert_one_line_error, run_cli, snapshot
+from cli_helpers import assert_one_line_error, log_lines, run_cli, snapshot
 
 from firekd.data.synthetic import SynthConfig
 from firekd.recipes.synth import write_synthetic
@@ -35,20 +35,12 @@ def data(tmp_path_factory) -> Path:
 def two_teachers(data, tmp_path_factory):
     """resnet18 and resnet10t (two small teachers: which ones does not matter here), one KD variant
     and the control, two seeds."""
-    import logging
-
     from firekd.cli import main
 
     out = tmp_path_factory.mktemp("two_teachers")
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logging.getLogger().addHandler(handler)
-    try:
+    with log_lines() as records:
         code = main(["ablation", "--csv", str(data), "--output", str(out), "--teachers", "resnet18", "resnet10t",
                      "--variants", "kl_bce", "bce", "--seeds", "1", "2", *TINY])
-    finally:
-        logging.getLogger().removeHandler(handler)
     assert code == 0
     return out, "\n".join(records)
 

@@ -21,6 +21,7 @@ from firekd.data.synthetic import SynthConfig
 from firekd.engine import distributed
 from firekd.engine.loop import FitConfig, Member, fit_many
 from firekd.engine.runtime import Runtime
+from firekd.metrics.efficiency import cpu_threads
 from firekd.recipes.synth import write_synthetic
 
 pytestmark = pytest.mark.slow
@@ -63,12 +64,8 @@ def single(data, tmp_path_factory) -> Path:
     from firekd.cli import main
 
     out = tmp_path_factory.mktemp("single")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with cpu_threads(1):
         assert main([str(a) for a in ("ablation", "--csv", data, "--output", out, *GRID)]) == 0
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 

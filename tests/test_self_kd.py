@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import log_lines
 
 from firekd.checkpoints import load_payload
 from firekd.kd.distiller import Distiller, RgbTeacher
@@ -60,16 +61,10 @@ def two_teachers(tmp_path_factory):
     root = tmp_path_factory.mktemp("self_kd")
     assert main(["synth", "--out", str(root / "d"), "--n", "80", "--size", "32", "--seed", "0",
                  "--unlabeled", "32"]) == 0
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logging.getLogger().addHandler(handler)
-    try:
+    with log_lines() as records:
         code = main(["ablation", "--csv", str(root / "d/data.csv"), "--unlabeled_csv",
                      str(root / "d/unlabeled.csv"), "--output", str(root / "out"), "--teachers", *TEACHERS,
                      "--variants", "kl_bce", "bce", "self_kd", "--seeds", "1", *TINY])
-    finally:
-        logging.getLogger().removeHandler(handler)
     assert code == 0
     return root / "out", "\n".join(records)
 

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from cli_helpers import log_lines
 
 from firekd.cli import main
 from firekd.io import Writer
@@ -34,14 +35,9 @@ def synth(out: Path, *extra: str) -> Path:
 
 @pytest.fixture
 def logs():
-    """Every log line of the test, as text (the in-process CLI logs through the root logger)."""
-    lines: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: lines.append(record.getMessage())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    yield lines
-    root.removeHandler(handler)
+    """Every log line of the test, as text."""
+    with log_lines(logging.INFO) as lines:
+        yield lines
 
 
 def ablation(csv: Path, out: Path, *extra, expect: int = 0, figures: bool = False) -> None:
