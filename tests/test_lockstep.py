@@ -15,10 +15,9 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
+import forked
 import pandas as pd
 import pytest
 import torch
@@ -142,40 +141,42 @@ def test_two_loader_workers_give_the_same_models(data, teacher, lockstep, tmp_pa
     assert _models(lockstep) == _models(workers)
 
 
-def _run_until(command: list[str], env: dict, line: str) -> str:
-    """Start the command, SIGKILL it as soon as it logs ``line``; returns what it logged."""
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+def _run_until(argv: list, logs: Path, env: dict, line: str) -> str:
+    """Start `firekd <argv>` in its own process, SIGKILL it as soon as it logs ``line``; returns
+    what it logged."""
+    child = forked.start(argv, logs=logs, env=env)
     seen = []
-    for got in proc.stderr:
+    for got in child.stderr_lines():
         seen.append(got)
         if line in got:
-            os.kill(proc.pid, signal.SIGKILL)
+            os.kill(child.pid, signal.SIGKILL)
             break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"never logged {line!r}:\n{''.join(seen)[-3000:]}"
+    assert child.wait(timeout=60) == -signal.SIGKILL, f"never logged {line!r}:\n{''.join(seen)[-3000:]}"
     return "".join(seen)
 
 
 def test_killed_at_every_stage_then_rerun_gives_the_uninterrupted_models(data, lockstep, tmp_path):
     output = tmp_path / "killed"
     # no loader workers: resuming is the claim here (test_two_loader_workers_give_the_same_models
-    # covers the workers), and each of the five processes would start its own
-    command = [sys.executable, "-m", "firekd", *_args(data, output, "--num_workers", "0")]
+    # covers the workers), and each of the five processes would start its own. The four killed
+    # processes are forked from a server that imported firekd once (tests/forked.py).
+    argv = _args(data, output, "--num_workers", "0")
     # as many threads as the in-process reference: another count sums in another order (1e-7 apart)
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
     final = output / "metrics/resnet18_kl_bce/seed_1/final_evaluation.json"
+    logs = iter(tmp_path / f"process_{k}" for k in range(1, 5))
     # 1. during teacher training: it has saved epoch 1 (an epoch is logged before it is saved)
-    _run_until(command, env, f"[teacher resnet18 (seed 1)] epoch 2/{TEACHER_EPOCHS}")
+    _run_until(argv, next(logs), env, f"[teacher resnet18 (seed 1)] epoch 2/{TEACHER_EPOCHS}")
     # 2. in the middle of a lockstep epoch: kl_bce has saved epoch 2, kl_l2_bce not
-    log = _run_until(command, env, f"[student kl_l2_bce (seed 1)] epoch 2/{STUDENT_EPOCHS}")
+    log = _run_until(argv, next(logs), env, f"[student kl_l2_bce (seed 1)] epoch 2/{STUDENT_EPOCHS}")
     assert "[teacher resnet18 (seed 1)] resuming after epoch" in log
     assert "[teacher resnet18 (seed 1)] epoch 1/" not in log
     # 3. during compression: the first student's int8 model is evaluated, the others are not
-    log = _run_until(command, env, "student_quantized kl_bce: int8")
+    log = _run_until(argv, next(logs), env, "student_quantized kl_bce: int8")
     assert "[student kl_bce (seed 1)] resuming after epoch 2" in log
     assert "[student kl_bce (seed 1)] epoch 1/" not in log
     # 4. during fine-tuning of the pruned students (in memory: it starts over with its seed)
-    log = _run_until(command, env, "[finetune kl_bce (seed 1)] epoch 1/2")
+    log = _run_until(argv, next(logs), env, "[finetune kl_bce (seed 1)] epoch 1/2")
     assert "[student kl_bce (seed 1)] epoch" not in log  # the trained students are loaded, not retrained
     assert not final.exists()
     # the last run, here: what it resumes from is the claim, not its process (one start fewer)

@@ -4,12 +4,12 @@ in its "Parallel Execution" recipe, the output tree, the JSON schema and the agg
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import forked
 import numpy as np
 import pytest
 from cli_helpers import SPEC_SNIPPET, run_cli
@@ -132,20 +132,21 @@ def test_other_settings_into_the_same_run_folder_are_refused(ablation: Path, dat
 @pytest.fixture(scope="module")
 def spec_runs(tmp_path_factory):
     """The spec's three variant scripts for ResNet-152, started at once into one --output: 48 pairs,
-    one optimizer step per epoch, as the claims are about concurrency, not about the models."""
+    one optimizer step per epoch, as the claims are about concurrency, not about the models. Each
+    script runs in its own process, forked from one that imported firekd (tests/forked.py; the
+    scripts' own start from another folder is test_spec_setup's)."""
     cwd = tmp_path_factory.mktemp("spec")
     write_synthetic(SynthConfig(n=48, size=32, seed=7), cwd / "data")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(
-        [sys.executable, str(ROOT / f"scripts/resnet-152/train_kd_{variant}.py"), "--csv", "data/data.csv",
-         "--output", "output", "--epochs_teacher", "1", "--epochs_student", "1", "--batch_size", "64",
-         "--seeds", "42", "--no_pretrained", "--img_size", "32", "--num_workers", "0",
-         "--lr_teacher", "1e-3", "--max_embed_points", "0", "--no_compress", "--latency_runs", "1", "--no_figures"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for variant in ("kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce")]
+    args = ["--csv", "data/data.csv", "--output", "output", "--epochs_teacher", "1", "--epochs_student", "1",
+            "--batch_size", "64", "--seeds", "42", "--no_pretrained", "--img_size", "32", "--num_workers", "0",
+            "--lr_teacher", "1e-3", "--max_embed_points", "0", "--no_compress", "--latency_runs", "1", "--no_figures"]
+    procs = [forked.start(args, script=ROOT / f"scripts/resnet-152/train_kd_{variant}.py", cwd=cwd,
+                          env={"OMP_NUM_THREADS": "1"}, logs=cwd / "logs" / variant)
+             for variant in ("kl_bce", "kl_l2_bce", "kl_contrastive_l2_bce")]
     results = [p.communicate(timeout=900) for p in procs]
-    for proc, (_, err) in zip(procs, results, strict=True):
-        assert proc.returncode == 0, err[-3000:]
-    return cwd, [err for _, err in results]
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    return cwd, [err for _, _, err in results]
 
 
 def test_spec_scripts_in_parallel_train_each_teacher_once(spec_runs):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 
@@ -155,7 +156,8 @@ def test_ddp_two_ranks_train_as_one_process_at_the_same_global_batch(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    torch.multiprocessing.spawn(_ddp_rank, args=(port, tmp_path), nprocs=2)
+    forked.context()  # two rank processes forked from a server that imported firekd once
+    torch.multiprocessing.start_processes(_ddp_rank, args=(port, tmp_path), nprocs=2, start_method="forkserver")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     single_state, single_history = _fit_mlp()
     initial = _Mlp().state_dict()

@@ -14,6 +14,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import forked
 import pytest
 from cli_helpers import log_lines
 
@@ -116,23 +117,16 @@ def test_two_processes_wanting_one_control_train_it_once(finished, tmp_path):
     csv, _ = finished
     out = tmp_path / "out"
     args = ["ablation", "--csv", csv, "--output", out, "--variants", "bce", *TINY, "--no_figures"]
-    procs = [run_subprocess_async([*args, "--teachers", t]) for t in ("resnet18", "resnet50")]
+    # two processes (forked from one that imported firekd: tests/forked.py), one store
+    procs = [forked.start([*args, "--teachers", t], logs=tmp_path / t) for t in ("resnet18", "resnet50")]
     results = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], results
-    stderr = "".join(err for _, err in results)
+    assert [code for code, _, _ in results] == [0, 0], results
+    stderr = "".join(err for _, _, err in results)
     assert len(re.findall(r"\[student bce \(seed 1\)\] epoch 1/1", stderr)) == 1
     controls = list((out / "controls").glob("*/seed_1-*"))
     assert len(controls) == 1 and (controls[0] / "control.store.json").exists()
     for teacher in ("resnet18", "resnet50"):
         assert (out / "metrics" / f"{teacher}_bce" / "seed_1" / "final_evaluation.json").exists()
-
-
-def run_subprocess_async(args: list):
-    import subprocess
-    import sys
-
-    return subprocess.Popen([sys.executable, "-m", "firekd", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def digest(path: Path) -> str:
