@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from firekd.metrics.classification import (
     best_threshold_score,
@@ -25,16 +33,36 @@ def _inputs(n=400, seed=0):
     return y, score
 
 
-def test_scores_match_sklearn_at_thresholds():
-    y, s = _inputs()
-    thr = np.array([0.4, 0.6])
-    got = classification_scores(y, s, thresholds=thr)
+def _sklearn_scores(y, s, thr) -> dict[str, float]:
+    """The reference: every metric of classification_scores, by scikit-learn."""
     pred = (s >= thr).astype(int)
-    assert got["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"))
-    assert got["f1_fire"] == pytest.approx(f1_score(y[:, 0], pred[:, 0]))
-    assert got["auroc_smoke"] == pytest.approx(roc_auc_score(y[:, 1], s[:, 1]))
-    assert got["accuracy"] == pytest.approx((pred == y).all(axis=1).mean())
-    assert got["accuracy_fire"] == pytest.approx((pred[:, 0] == y[:, 0]).mean())
+    ref = {"f1_macro": f1_score(y, pred, average="macro", zero_division=0), "accuracy": accuracy_score(y, pred)}
+    for k, name in enumerate(("fire", "smoke")):
+        t, p = y[:, k], pred[:, k]
+        ref |= {f"f1_{name}": f1_score(t, p, zero_division=0), f"precision_{name}": precision_score(t, p, zero_division=0),
+                f"recall_{name}": recall_score(t, p, zero_division=0), f"accuracy_{name}": accuracy_score(t, p)}
+        if 0 < t.sum() < len(t):
+            ref |= {f"auroc_{name}": roc_auc_score(t, s[:, k]), f"ap_{name}": average_precision_score(t, s[:, k])}
+        tn, fp, fn, tp = confusion_matrix(t, p, labels=[0, 1]).ravel()
+        ref |= {f"tn_{name}": tn, f"fp_{name}": fp, f"fn_{name}": fn, f"tp_{name}": tp}
+    return ref
+
+
+@pytest.mark.parametrize("case", ["random", "no_positive_prediction", "no_positive_label", "all_right"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_scores_match_sklearn_at_thresholds(case, seed):
+    y, s = _inputs(n=50, seed=seed)
+    thr = np.array([0.4, 0.6])
+    if case == "no_positive_prediction":  # precision and F1 of a label are 0/0: sklearn's zero_division=0
+        s[:, 1] = 0.1
+    elif case == "no_positive_label":
+        y[:, 0] = 0
+    elif case == "all_right":
+        s = np.where(y == 1, 0.9, 0.1)
+    got = classification_scores(y, s, thresholds=thr)
+    ref = _sklearn_scores(y, s, thr)
+    assert {k: got[k] for k in ref} == pytest.approx(ref, rel=1e-12, abs=0)
+    assert list(got)[:2] == ["f1_macro", "accuracy"]  # the order of the output files' columns
 
 
 def test_best_threshold_is_the_max_f1_threshold_by_brute_force():

@@ -1,4 +1,7 @@
-"""Two-label (fire, smoke) classification metrics, computed with scikit-learn.
+"""Two-label (fire, smoke) classification metrics: ranking metrics (AUROC, AP, the PR curve) by
+scikit-learn, the thresholded ones from each label's confusion counts (every validation epoch of
+every model computes them: sklearn's input checks cost ~13 ms a call, the counts ~0.2 ms; they
+equal sklearn's with ``zero_division=0``, tested against it).
 
 Convention: ``y_true`` (N, 2) of 0/1, ``y_score`` (N, 2) probabilities; metrics at per-label
 thresholds chosen on validation (max F1) carry plain names, the same at 0.5 carry ``@0.5``.
@@ -12,16 +15,7 @@ import warnings
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from firekd import LABELS
 
@@ -55,27 +49,37 @@ def classification_scores(y_true: np.ndarray, y_score: np.ndarray, *,
                           thresholds: np.ndarray | None = None) -> dict[str, float]:
     """Flat metrics dict at ``thresholds`` (default 0.5 for every label)."""
     y_true = np.asarray(y_true).astype(int)
+    y_score = np.asarray(y_score)
     thresholds = np.full(y_true.shape[1], 0.5) if thresholds is None else np.asarray(thresholds)
-    y_pred = (np.asarray(y_score) >= thresholds).astype(int)
-    out = {
-        "f1_macro": f1_score(y_true, y_pred, average="macro", zero_division=0),
-        "accuracy": accuracy_score(y_true, y_pred),  # exact match of both labels
-    }
+    y_pred = (y_score >= thresholds).astype(int)
+    per_label: dict[str, float] = {}
+    f1s = []
     for k, name in enumerate(LABELS):
         t, p, s = y_true[:, k], y_pred[:, k], y_score[:, k]
-        out[f"f1_{name}"] = f1_score(t, p, zero_division=0)
-        out[f"precision_{name}"] = precision_score(t, p, zero_division=0)
-        out[f"recall_{name}"] = recall_score(t, p, zero_division=0)
-        out[f"accuracy_{name}"] = accuracy_score(t, p)
-        out[f"auroc_{name}"] = _safe(roc_auc_score, t, s)
-        out[f"ap_{name}"] = _safe(average_precision_score, t, s) if t.any() else float("nan")
-        out.update(confusion_counts(t, p, name))
+        counts = confusion_counts(t, p, name)
+        tn, fp, fn, tp = (counts[f"{c}_{name}"] for c in ("tn", "fp", "fn", "tp"))
+        f1s.append(_ratio(2 * tp, 2 * tp + fp + fn))
+        per_label[f"f1_{name}"] = f1s[-1]
+        per_label[f"precision_{name}"] = _ratio(tp, tp + fp)
+        per_label[f"recall_{name}"] = _ratio(tp, tp + fn)
+        per_label[f"accuracy_{name}"] = _ratio(tp + tn, len(t))
+        per_label[f"auroc_{name}"] = _safe(roc_auc_score, t, s)
+        per_label[f"ap_{name}"] = _safe(average_precision_score, t, s) if t.any() else float("nan")
+        per_label.update(counts)
+    out = {"f1_macro": np.mean(f1s), "accuracy": (y_pred == y_true).all(axis=1).mean(),  # both labels right
+           **per_label}
     return {k: float(v) for k, v in out.items()}
 
 
+def _ratio(numerator: int, denominator: int) -> float:
+    """sklearn's ``zero_division=0``: an empty denominator gives 0."""
+    return numerator / denominator if denominator else 0.0
+
+
 def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, name: str) -> dict[str, int]:
-    """One label's confusion matrix as ``{tn_name, fp_name, fn_name, tp_name}``."""
-    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    """One label's confusion matrix as ``{tn_name, fp_name, fn_name, tp_name}`` (0/1 inputs)."""
+    cells = 2 * np.asarray(y_true, dtype=int) + np.asarray(y_pred, dtype=int)  # 0 tn, 1 fp, 2 fn, 3 tp
+    tn, fp, fn, tp = np.bincount(cells, minlength=4)
     return {f"tn_{name}": int(tn), f"fp_{name}": int(fp), f"fn_{name}": int(fn), f"tp_{name}": int(tp)}
 
 
