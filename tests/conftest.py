@@ -18,9 +18,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 else:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-from firekd.data.synthetic import SynthConfig
-from firekd.recipes.synth import write_synthetic
-
 ROOT = Path(__file__).resolve().parents[1]
 # FIREKD_SHARED_DATA points elsewhere when the project is not checked out beside ../shared
 SHARED_DATA = Path(os.environ.get("FIREKD_SHARED_DATA") or ROOT.parent / "shared" / "data")
@@ -42,6 +39,9 @@ def shared_data(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory) -> Path:
     """96 synthetic 32 px RGB+IR pairs; returns the folder holding data.csv."""
+    from firekd.data.synthetic import SynthConfig  # here: the xdist controller imports no torch
+    from firekd.recipes.synth import write_synthetic
+
     out = tmp_path_factory.mktemp("synth_small")
     write_synthetic(SynthConfig(n=96, size=32, seed=3), out)
     return out
