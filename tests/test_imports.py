@@ -115,20 +115,40 @@ def module_level_imports(path: Path) -> set[str]:
     return found
 
 
+def imported_at_import_time(roots: list[str]) -> dict[str, set[str]]:
+    """{firekd module: what it imports at import time} for every firekd module that importing
+    ``roots`` loads (each root: a module name, or a package's name ending in ".*")."""
+    modules = {module_name(p): p for p in (SRC / PACKAGE).rglob("*.py")}
+    todo = [m for root in roots for m in ([n for n in modules if n.startswith(root[:-1])] if root.endswith(".*")
+                                          else [root])]
+    reached: dict[str, set[str]] = {}
+    while todo:
+        name = todo.pop()
+        if name in reached or name not in modules:
+            continue
+        reached[name] = module_level_imports(modules[name])
+        todo += [owning_module(target, modules) for target in reached[name]]
+    return reached
+
+
 def test_a_training_process_imports_no_plotting_library():
     """matplotlib and UMAP load only where figures are drawn: a --no_figures run, a killed one or
     a bad input starts about half a second sooner (each of the suite's ~40 processes too)."""
-    modules = {module_name(p): p for p in (SRC / PACKAGE).rglob("*.py")}
-    seen, todo = set(), ["firekd.cli", *(f"firekd.cli.{m.stem}" for m in (SRC / PACKAGE / "cli").glob("*.py")),
-                         "firekd.recipes.ablation", "firekd.recipes.jobs", "firekd.recipes.grid"]
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in modules:
-            continue
-        seen.add(name)
-        imported = module_level_imports(modules[name])
+    reached = imported_at_import_time(["firekd.cli", "firekd.cli.*", "firekd.recipes.ablation",
+                                       "firekd.recipes.jobs", "firekd.recipes.grid"])
+    for name, imported in reached.items():
         plotting = sorted(m for m in imported if m.split(".")[0] in ("matplotlib", "umap"))
         assert not plotting, f"{name} imports {plotting} at import time"
         assert "firekd.reporting.plots" not in imported and "firekd.recipes.figures" not in imported, name
-        todo += [owning_module(target, modules) for target in imported]
-    assert "firekd.recipes.jobs" in seen and "firekd.recipes.outputs" in seen  # the walk reached them
+    assert "firekd.recipes.jobs" in reached and "firekd.recipes.outputs" in reached  # the walk reached them
+
+
+def test_the_command_line_parses_without_torch():
+    """Every command's parser (the spec scripts' too) is built without torch, timm or
+    scikit-learn: --help and a bad flag answer in well under a second; a command imports them when
+    it runs (and a torchrun rank when it joins its group)."""
+    reached = imported_at_import_time(["firekd.cli", "firekd.cli.*"])
+    for name, imported in reached.items():
+        heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "timm", "sklearn", "torchvision"))
+        assert not heavy, f"{name} imports {heavy} at import time"
+    assert {"firekd.cli.train_cmds", "firekd.config"} <= set(reached)  # the walk reached them

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from firekd import __version__
@@ -51,10 +52,14 @@ def spec_script(teacher: str, variant: str, argv: list[str] | None = None) -> in
 
 def _execute(args: argparse.Namespace, name: str) -> int:
     """Run a parsed command; a user-facing error ends in one line and a non-zero exit."""
-    from firekd.engine import distributed
+    # only a torchrun rank needs torch here: a plain process imports it with the command that uses
+    # it, so --help, a bad flag or a bad file (`firekd validate`) answer without its ~1.5 s import
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if torchrun:
+        from firekd.engine import distributed
 
-    rank = distributed.setup().rank  # under torchrun: join the process group
-    setup_logging(args.verbose, quiet=rank > 0)
+        rank = distributed.setup().rank  # join the process group
+    setup_logging(args.verbose, quiet=torchrun and rank > 0)
     try:
         return int(args.func(args) or 0)
     except FirekdError as exc:
@@ -70,4 +75,5 @@ def _execute(args: argparse.Namespace, name: str) -> int:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
     finally:
-        distributed.teardown()
+        if torchrun:
+            distributed.teardown()

@@ -20,7 +20,6 @@ from firekd.cli.args import (
     stage_from_args,
 )
 from firekd.config import CompressConfig, ExecConfig, OptimConfig, RunConfig, StudentConfig, TeacherConfig
-from firekd.engine import distributed
 from firekd.kd.variants import SPEC_VARIANTS, VARIANTS, check_loss_weights, check_variant
 
 SPEC_TEACHERS = ("resnet152", "efficientnet_b7", "swin_tiny", "vit_b_16")
@@ -100,6 +99,7 @@ def run_config(args: argparse.Namespace, teachers: list[str], variants: list[str
 
 
 def _run(cfg: RunConfig) -> int:
+    from firekd.engine import distributed
     from firekd.recipes.ablation import results_table, run_ablation
 
     t0 = time.perf_counter()
