@@ -122,7 +122,7 @@ def _train_step(model: nn.Module, rgb: torch.Tensor, ir: torch.Tensor) -> int:
 def test_teacher_grad_checkpointing_keeps_gradients_and_bn_statistics(name):
     base = wake_zero_gains(copy.deepcopy(teacher(name))).train()
     rgb, ir = inputs(name)
-    plain, ckpt = copy.deepcopy(base), copy.deepcopy(base)
+    plain, ckpt = base, copy.deepcopy(base)  # base: already a copy of the cached teacher
     ckpt.set_grad_checkpointing()
     plain_bytes, ckpt_bytes = _train_step(plain, rgb, ir), _train_step(ckpt, rgb, ir)
     # the blocks' activations really were dropped (resnet10t keeps more: its three-conv stem at
@@ -143,7 +143,7 @@ def test_grad_checkpointing_under_torch_compile():
     """--compile traces the checkpointed blocks (dynamo takes no custom context_fn): same result."""
     base = wake_zero_gains(copy.deepcopy(teacher("resnet18"))).train()
     rgb, ir = inputs()
-    plain, ckpt = copy.deepcopy(base), copy.deepcopy(base)
+    plain, ckpt = base, copy.deepcopy(base)  # base: already a copy of the cached teacher
     ckpt.set_grad_checkpointing()
     _train_step(plain, rgb, ir)
     _train_step(torch.compile(ckpt, backend="aot_eager"), rgb, ir)
@@ -156,7 +156,7 @@ def test_grad_checkpointing_under_torch_compile():
 def test_rgb_only_teacher_uses_timms_checkpointing():
     base = wake_zero_gains(copy.deepcopy(teacher("resnet18", modalities="rgb"))).train()
     rgb = inputs()[0]
-    plain, ckpt = copy.deepcopy(base), copy.deepcopy(base)
+    plain, ckpt = base, copy.deepcopy(base)  # base: already a copy of the cached teacher
     ckpt.set_grad_checkpointing()
     assert _train_step(ckpt, rgb, None) < 0.6 * _train_step(plain, rgb, None)
     for (key, p), q in zip(ckpt.named_parameters(), plain.parameters(), strict=True):
