@@ -54,12 +54,12 @@ def _execute(args: argparse.Namespace, name: str) -> int:
     """Run a parsed command; a user-facing error ends in one line and a non-zero exit."""
     # only a torchrun rank needs torch here: a plain process imports it with the command that uses
     # it, so --help, a bad flag or a bad file (`firekd validate`) answer without its ~1.5 s import
-    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    torchrun, rank = int(os.environ.get("WORLD_SIZE", "1")) > 1, 0
     if torchrun:
         from firekd.engine import distributed
 
         rank = distributed.setup().rank  # join the process group
-    setup_logging(args.verbose, quiet=torchrun and rank > 0)
+    setup_logging(args.verbose, quiet=rank > 0)
     try:
         return int(args.func(args) or 0)
     except FirekdError as exc:

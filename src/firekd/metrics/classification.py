@@ -53,20 +53,18 @@ def classification_scores(y_true: np.ndarray, y_score: np.ndarray, *,
     thresholds = np.full(y_true.shape[1], 0.5) if thresholds is None else np.asarray(thresholds)
     y_pred = (y_score >= thresholds).astype(int)
     per_label: dict[str, float] = {}
-    f1s = []
     for k, name in enumerate(LABELS):
         t, p, s = y_true[:, k], y_pred[:, k], y_score[:, k]
-        counts = confusion_counts(t, p, name)
-        tn, fp, fn, tp = (counts[f"{c}_{name}"] for c in ("tn", "fp", "fn", "tp"))
-        f1s.append(_ratio(2 * tp, 2 * tp + fp + fn))
-        per_label[f"f1_{name}"] = f1s[-1]
+        tn, fp, fn, tp = _confusion(t, p)
+        per_label[f"f1_{name}"] = _ratio(2 * tp, 2 * tp + fp + fn)
         per_label[f"precision_{name}"] = _ratio(tp, tp + fp)
         per_label[f"recall_{name}"] = _ratio(tp, tp + fn)
         per_label[f"accuracy_{name}"] = _ratio(tp + tn, len(t))
         per_label[f"auroc_{name}"] = _safe(roc_auc_score, t, s)
         per_label[f"ap_{name}"] = _safe(average_precision_score, t, s) if t.any() else float("nan")
-        per_label.update(counts)
-    out = {"f1_macro": np.mean(f1s), "accuracy": (y_pred == y_true).all(axis=1).mean(),  # both labels right
+        per_label.update(confusion_counts(t, p, name))
+    out = {"f1_macro": np.mean([per_label[f"f1_{name}"] for name in LABELS]),
+           "accuracy": (y_pred == y_true).all(axis=1).mean(),  # both labels right
            **per_label}
     return {k: float(v) for k, v in out.items()}
 
@@ -76,11 +74,17 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, name: str) -> dict[str, int]:
-    """One label's confusion matrix as ``{tn_name, fp_name, fn_name, tp_name}`` (0/1 inputs)."""
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[int, int, int, int]:
+    """(tn, fp, fn, tp) of one label's 0/1 truths and decisions."""
     cells = 2 * np.asarray(y_true, dtype=int) + np.asarray(y_pred, dtype=int)  # 0 tn, 1 fp, 2 fn, 3 tp
     tn, fp, fn, tp = np.bincount(cells, minlength=4)
-    return {f"tn_{name}": int(tn), f"fp_{name}": int(fp), f"fn_{name}": int(fn), f"tp_{name}": int(tp)}
+    return int(tn), int(fp), int(fn), int(tp)
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, name: str) -> dict[str, int]:
+    """One label's confusion matrix as ``{tn_name, fp_name, fn_name, tp_name}`` (0/1 inputs)."""
+    keys = (f"{cell}_{name}" for cell in ("tn", "fp", "fn", "tp"))
+    return dict(zip(keys, _confusion(y_true, y_pred), strict=True))
 
 
 def bootstrap_f1_macro(y_true: np.ndarray, y_pred: np.ndarray, *, n_resamples: int = 1000,
